@@ -1,0 +1,54 @@
+# litefleet — every target installs and starts what it needs (fresh Debian 12, root).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := build
+
+.PHONY: setup engine images postgres test test-fast demo bench lint typecheck check clean
+
+# .venv with the project in editable mode and its dev dependencies.
+setup: $(VENV)/.stamp-setup
+$(VENV)/.stamp-setup: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# A Docker engine that answers (installs and starts Debian's docker.io if needed).
+engine:
+	@bash images/engine.sh
+
+# litefleet/tenant and litefleet/s3 images, built offline from a host wheelhouse.
+images: setup engine
+	@bash images/build.sh
+
+# Local PostgreSQL server on its own port, data under build/.
+postgres:
+	@bash images/postgres.sh start
+
+test: setup engine images postgres
+	$(BIN)/pytest -q
+
+# Unit tests only: no Docker, no PostgreSQL.
+test-fast: setup
+	$(BIN)/pytest -q -m "not docker and not postgres"
+
+demo: setup
+	$(BIN)/python -m agent_runtime.examples.demo
+
+bench: setup engine images postgres
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/runtime_bench.py
+
+lint: setup
+	$(BIN)/ruff check agent_runtime fleet tests bench
+	$(BIN)/ruff format --check agent_runtime fleet tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test-fast
+
+clean:
+	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache

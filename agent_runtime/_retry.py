@@ -1,0 +1,43 @@
+"""Retry policy of a step: exponential backoff with full jitter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing step is retried.
+
+    ``max_attempts`` counts the first attempt (1 = never retry). The n-th retry waits a
+    random time in [0, min(max_interval, initial_interval * backoff**(n-1))] (full jitter,
+    so runs failing together do not retry in lockstep). Exceptions whose type is in
+    ``non_retryable`` (or a subclass) fail the step at once.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be >= 1")
+        if self.initial_interval < 0 or self.max_interval < 0:
+            raise ValueError("RetryPolicy intervals must be >= 0")
+        if self.backoff < 1:
+            raise ValueError("RetryPolicy.backoff must be >= 1")
+
+    def retryable(self, exc: BaseException) -> bool:
+        return not isinstance(exc, self.non_retryable)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        cap = min(self.max_interval, self.initial_interval * self.backoff ** (attempt - 1))
+        return random.uniform(0, cap)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+DEFAULT_RETRY = RetryPolicy()
