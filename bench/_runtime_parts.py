@@ -1,0 +1,161 @@
+"""Parts (b) and (c) on agent_runtime, and the idle RSS of ``agent-runtime serve``.
+
+``db`` is a SQLite path or, for the PostgreSQL hook, a ``postgresql://`` DSN. Runtime
+start-up and shut-down are outside the timed section; submitting and waiting are inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+WAIT_TIMEOUT = 600.0
+
+
+def _runtime_class() -> Any:
+    # The public export if there is one, else the engine module itself.
+    public = importlib.import_module("agent_runtime")
+    if hasattr(public, "Runtime"):
+        return public.Runtime
+    return importlib.import_module("agent_runtime._runtime").Runtime
+
+
+def _check(run: Any, steps: int) -> None:
+    if run.status != "completed" or run.result != steps:
+        raise RuntimeError(
+            f"run {run.id} ended {run.status} with result={run.result!r} error={run.error!r}"
+        )
+
+
+async def _one_workflow(db: str, steps: int) -> float:
+    import _workloads
+
+    async with _runtime_class()(db=db, app=_workloads.WORKFLOWS, synchronous="FULL") as rt:
+        t0 = time.perf_counter()
+        run = await rt.submit("noop_steps", {"n": steps})
+        done = await rt.wait(run.id, timeout=WAIT_TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        _check(done, steps)
+    return elapsed
+
+
+async def _concurrent(db: str, workflows: int, steps: int) -> float:
+    import _workloads
+
+    runtime = _runtime_class()(
+        db=db, app=_workloads.WORKFLOWS, concurrency=workflows, synchronous="FULL"
+    )
+    async with runtime as rt:
+        t0 = time.perf_counter()
+        runs = await asyncio.gather(
+            *(rt.submit("noop_steps", {"n": steps}) for _ in range(workflows))
+        )
+        done = await asyncio.gather(*(rt.wait(r.id, timeout=WAIT_TIMEOUT) for r in runs))
+        elapsed = time.perf_counter() - t0
+        for d in done:
+            _check(d, steps)
+    return elapsed
+
+
+def run(part: str, db: str, workflows: int, steps: int) -> dict[str, Any]:
+    """``b``/``pg_b``: one workflow of ``steps`` steps; ``c``/``pg_c``: ``workflows``
+    concurrent workflows of ``steps`` steps each."""
+    if part.endswith("b"):
+        elapsed = asyncio.run(_one_workflow(db, steps))
+        total = steps
+    else:
+        elapsed = asyncio.run(_concurrent(db, workflows, steps))
+        total = workflows * steps
+    return {"value": total / elapsed, "unit": "steps/s", "elapsed_s": elapsed, "steps": total}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/{pid}/status")
+
+
+def _serve_command() -> list[str]:
+    exe = Path(sys.executable).with_name("agent-runtime")
+    if exe.exists():
+        return [str(exe)]
+    # Without the console script, run the same entry point; the RSS is the same process.
+    return [sys.executable, "-c", "from agent_runtime._cli import main; main()"]
+
+
+def rss(db_path: Path, settle_s: float, log_path: Path) -> dict[str, Any]:
+    """Start ``agent-runtime serve`` on loopback, wait for /healthz, let it settle idle,
+    then read VmRSS (and the peak VmHWM) from /proc."""
+    port = _free_port()
+    env = {**os.environ, "AGENT_RUNTIME_TOKEN": secrets.token_hex(16)}
+    cmd = [
+        *_serve_command(),
+        "serve",
+        "--db",
+        str(db_path),
+        "--app",
+        "agent_runtime.examples",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.perf_counter()
+        deadline = t0 + 30.0
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-400:].strip()
+                raise RuntimeError(f"agent-runtime serve exited {proc.returncode}: {tail}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.perf_counter() > deadline:
+                raise RuntimeError("agent-runtime serve did not answer /healthz within 30 s")
+            time.sleep(0.05)
+        ready_s = time.perf_counter() - t0
+        at_ready = _vm_kib(proc.pid, "VmRSS")
+        time.sleep(settle_s)
+        idle = _vm_kib(proc.pid, "VmRSS")
+        peak = _vm_kib(proc.pid, "VmHWM")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return {
+        "value": idle / 1024,
+        "unit": "MiB",
+        "rss_at_ready_mib": at_ready / 1024,
+        "hwm_mib": peak / 1024,
+        "ready_s": ready_s,
+        "settle_s": settle_s,
+    }

@@ -1,0 +1,299 @@
+"""agent_runtime vs raw SQLite and DBOS Transact, in one run on one disk.
+
+Parts (each measured in a fresh process, on a fresh database in a temp dir under build/,
+which is on the repository's filesystem):
+  a       raw SQLite (APSW, WAL, synchronous=FULL), one INSERT + COMMIT per iteration
+  b       agent_runtime, one workflow of 2,000 no-op steps
+  c       agent_runtime, 200 concurrent workflows x 50 no-op steps
+  d       DBOS Transact (SQLite system database) doing b and c (parts dbos_b, dbos_c)
+  rss     idle RSS of `agent-runtime serve --app agent_runtime.examples` after /healthz
+  pg      b and c on PostgreSQL (parts pg_b, pg_c), only with --pg-dsn / LITEFLEET_BENCH_PG
+
+Figures are medians over --repeat rounds; rounds interleave the parts so that a noisy
+neighbour hits all of them alike. Compare the ratios, not the absolute figures.
+
+    python bench/runtime_bench.py [--quick] [--only a,b,c,d,rss,pg] [--repeat N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _machine  # noqa: E402
+
+PART_GROUPS = {
+    "a": ["a"],
+    "b": ["b"],
+    "c": ["c"],
+    "d": ["dbos_b", "dbos_c"],
+    "rss": ["rss"],
+    "pg": ["pg_b", "pg_c"],
+}
+ORDER = ["a", "b", "c", "dbos_b", "dbos_c", "pg_b", "pg_c", "rss"]
+LABELS = {
+    "a": "(a) raw SQLite, INSERT+COMMIT",
+    "b": "(b) agent_runtime, 1 workflow x {steps_b} steps",
+    "c": "(c) agent_runtime, {workflows_c} workflows x {steps_c} steps",
+    "dbos_b": "(d) DBOS, 1 workflow x {steps_b} steps",
+    "dbos_c": "(d) DBOS, {workflows_c} workflows x {steps_c} steps",
+    "pg_b": "(b) agent_runtime on PostgreSQL, 1 x {steps_b}",
+    "pg_c": "(c) agent_runtime on PostgreSQL, {workflows_c} x {steps_c}",
+    "rss": "idle RSS, agent-runtime serve",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    num: str
+    den: str | None  # None: an absolute figure
+    goal: float
+    higher_is_better: bool = True
+
+
+TARGETS = [
+    Target("(b)/(a)", "b", "a", 0.7),
+    Target("(b)/DBOS(b)", "b", "dbos_b", 8.0),
+    Target("(c) steps/s", "c", None, 10_000.0),
+    Target("(c)/DBOS(c)", "c", "dbos_c", 30.0),
+    Target("idle RSS MiB", "rss", None, 40.0, higher_is_better=False),
+    Target("PG (b)/(b)", "pg_b", "b", 0.0),
+    Target("PG (c)/(c)", "pg_c", "c", 0.0),
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round")
+    p.add_argument("--only", default="a,b,c,d,rss,pg", help="parts to run (default: all)")
+    p.add_argument("--repeat", type=int, help="rounds; the median is reported (default 3)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--pg-dsn", help="PostgreSQL DSN for part pg (default: $LITEFLEET_BENCH_PG)")
+    p.add_argument("--commits", type=int, help="part a iterations (default 3000)")
+    p.add_argument("--steps-b", type=int, help="steps of the single workflow (default 2000)")
+    p.add_argument("--workflows-c", type=int, help="concurrent workflows (default 200)")
+    p.add_argument("--steps-c", type=int, help="steps per concurrent workflow (default 50)")
+    p.add_argument("--settle", type=float, help="idle seconds before reading RSS (default 2)")
+    p.add_argument("--timeout", type=float, default=900.0, help="per measurement, seconds")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir with the databases")
+    args = p.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "repeat": 1 if quick else 3,
+        "commits": 300 if quick else 3000,
+        "steps_b": 200 if quick else 2000,
+        "workflows_c": 20 if quick else 200,
+        "steps_c": 10 if quick else 50,
+        "settle": 0.5 if quick else 2.0,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.pg_dsn = args.pg_dsn or os.environ.get("LITEFLEET_BENCH_PG") or None
+    return args
+
+
+def select_parts(only: str, have_pg: bool) -> list[str]:
+    chosen: set[str] = set()
+    for name in (s.strip() for s in only.split(",") if s.strip()):
+        if name not in PART_GROUPS:
+            raise SystemExit(f"error: unknown part {name!r} (choose from {', '.join(PART_GROUPS)})")
+        chosen.update(PART_GROUPS[name])
+    if not have_pg:
+        chosen -= {"pg_b", "pg_c"}
+    return [p for p in ORDER if p in chosen]
+
+
+def dbos_problem() -> str | None:
+    """Why DBOS cannot run here, or None. Checked in a subprocess: importing it is slow."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import dbos"], capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode == 0:
+        return None
+    last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+    return f"dbos unavailable ({last}); install it with: pip install -e '.[bench]'"
+
+
+def measure(part: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    workdir.mkdir(parents=True)
+    out = workdir / "result.json"
+    params = {
+        "workdir": str(workdir),
+        "commits": args.commits,
+        "steps": args.steps_b if part.endswith("b") else args.steps_c,
+        "workflows": 1 if part.endswith("b") else args.workflows_c,
+        "settle_s": args.settle,
+    }
+    env = dict(os.environ)
+    env.pop("LITEFLEET_BENCH_PG", None)
+    if part.startswith("pg_") and args.pg_dsn:
+        env["LITEFLEET_BENCH_PG"] = args.pg_dsn
+    cmd = [sys.executable, str(HERE / "_worker.py"), part, str(out), json.dumps(params)]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=args.timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout:.0f} s"}
+    if proc.returncode != 0 or not out.exists():
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        if args.pg_dsn:
+            reason = reason.replace(args.pg_dsn, "<dsn>")
+        return {"error": reason[:300]}
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[-1]["error"] if runs else "not run", "runs": runs}
+    values = [r["value"] for r in ok]
+    summary: dict[str, Any] = {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "unit": ok[0]["unit"],
+        "runs": runs,
+    }
+    if len(ok) < len(runs):
+        summary["failed_rounds"] = len(runs) - len(ok)
+    return summary
+
+
+def ratios(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for t in TARGETS:
+        num = parts.get(t.num, {}).get("median")
+        den = parts.get(t.den, {}).get("median") if t.den else 1.0
+        if t.num not in parts or (t.den and t.den not in parts):
+            continue
+        row: dict[str, Any] = {"name": t.name, "target": t.goal or None}
+        if num is None or den is None:
+            missing = t.num if num is None else t.den
+            row["error"] = f"{missing}: {parts[missing or ''].get('error', 'no figure')}"
+        else:
+            value = num / den
+            row["value"] = value
+            if t.goal:
+                met = value >= t.goal if t.higher_is_better else value <= t.goal
+                row["met"] = met
+        rows.append(row)
+    return rows
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    m = result["machine"]
+    disk = m["disk"]
+    print(
+        f"machine: {m['nproc']} cpu ({m['cpu']}), {m['ram_gib']} GiB RAM, "
+        f"kernel {m['kernel']}, {disk['fstype']} on {disk['device']}"
+    )
+    print(
+        f"python {m['python']}, SQLite {m['sqlite_apsw']} (apsw) / {m['sqlite_stdlib']} "
+        f"(stdlib, used by DBOS), dbos {m['dbos']}, commit {m['git_commit']}"
+    )
+    print(f"rounds: {args.repeat} (median shown; min..max in brackets)\n")
+    sizes = {"steps_b": args.steps_b, "workflows_c": args.workflows_c, "steps_c": args.steps_c}
+    for part, s in result["parts"].items():
+        label = LABELS[part].format(**sizes)
+        if "median" in s:
+            spread = f"[{fmt(s['min'])}..{fmt(s['max'])}]" if len(s["runs"]) > 1 else ""
+            failed = f" ({s['failed_rounds']} rounds failed)" if "failed_rounds" in s else ""
+            print(f"  {label:<48} {fmt(s['median']):>10} {s['unit']:<10}{spread}{failed}".rstrip())
+        else:
+            print(f"  {label:<48} {'FAILED':>10}  {s['error']}")
+    print()
+    for r in result["ratios"]:
+        target = r.get("target")
+        if "error" in r:
+            print(f"  {r['name']:<16} {'n/a':>10}   ({r['error']})")
+            continue
+        op = ">=" if r["name"] != "idle RSS MiB" else "<="
+        verdict = "" if target is None else ("  met" if r["met"] else "  MISSED")
+        goal = "" if target is None else f"target {op} {fmt(target)}"
+        print(f"  {r['name']:<16} {fmt(r['value']):>10}   {goal}{verdict}")
+
+
+def command_line(argv: list[str], dsn: str | None) -> str:
+    """The command as run, with the DSN (it may hold a password) masked."""
+    shown = [a.replace(dsn, "<dsn>") if dsn else a for a in argv]
+    return " ".join(["python", "bench/runtime_bench.py", *shown])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = select_parts(args.only, bool(args.pg_dsn))
+    build = REPO / "build"
+    build.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=build))
+    skipped: dict[str, str] = {}
+    if any(p.startswith("dbos_") for p in parts):
+        problem = dbos_problem()
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
+            skipped.update({p: problem for p in parts if p.startswith("dbos_")})
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in parts}
+    started = time.time()
+    try:
+        for rnd in range(args.repeat):
+            for part in parts:
+                if part in skipped:
+                    continue
+                res = measure(part, args, tmp / f"r{rnd}-{part}")
+                runs[part].append(res)
+                shown = f"{fmt(res['value'])} {res['unit']}" if "value" in res else res["error"]
+                print(f"round {rnd + 1}/{args.repeat} {part}: {shown}", file=sys.stderr)
+        summary = {p: summarize(runs[p]) for p in parts if p not in skipped}
+        summary.update({p: {"error": why, "runs": []} for p, why in skipped.items()})
+        summary = {p: summary[p] for p in parts}
+        result: dict[str, Any] = {
+            "command": command_line(argv if argv is not None else sys.argv[1:], args.pg_dsn),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "machine": _machine.describe(tmp, REPO),
+            "config": {
+                "repeat": args.repeat,
+                "commits": args.commits,
+                "steps_b": args.steps_b,
+                "workflows_c": args.workflows_c,
+                "steps_c": args.steps_c,
+                "settle_s": args.settle,
+            },
+            "parts": summary,
+            "ratios": ratios(summary),
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report(result, args)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    # DBOS is only the yardstick: without it the run still succeeds (with a warning).
+    failed = any("error" in s for p, s in result["parts"].items() if not p.startswith("dbos_"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
