@@ -45,7 +45,6 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in _TERMINAL)
 
 class EventKind(enum.StrEnum):
     RUN_SUBMITTED = "run_submitted"
-    RUN_STARTED = "run_started"  # an executor (re)started the run (one per recovery)
     STEP_ATTEMPT_FAILED = "step_attempt_failed"  # non-terminal: a retry follows
     STEP_COMPLETED = "step_completed"  # terminal
     STEP_FAILED = "step_failed"  # terminal: retries exhausted or non-retryable
@@ -167,8 +166,9 @@ class Store(Protocol):
 
     # -- signals
     async def send_signal(self, run_id: str, name: str, payload: Any) -> Run | None:
-        """Buffer a signal. A run waiting on it becomes ``pending`` (runnable). Returns the
-        run after the change, or None if it does not exist."""
+        """Buffer a signal for a non-terminal run (a terminal run is returned unchanged
+        and nothing is stored). A run waiting on that name becomes ``pending``
+        (runnable). Returns the run after the change, or None if it does not exist."""
         ...
 
     async def take_signal(
@@ -178,11 +178,16 @@ class Store(Protocol):
         position: int,
         name: str,
         deadline: float | None,
+        now: float,
     ) -> SignalOutcome | None:
         """Consume the oldest unconsumed signal ``name`` and record it as the terminal
-        ``signal_received`` event at ``position``; if there is none, record
-        ``signal_wait_started`` (once) and move the run to ``waiting`` with
-        ``wake_at=deadline``, releasing it. None when the fence does not hold."""
+        ``signal_received`` event at ``position`` (data ``{"payload": ...}``). If there is
+        none and the deadline has not passed, record ``signal_wait_started`` (once per
+        position, data ``{"deadline": ...}``) and move the run to ``waiting`` with
+        ``wake_at=deadline``, releasing it. If there is none and the deadline passed,
+        write nothing and return ``found=False`` (the caller records the timeout).
+        If ``position`` is already closed, return the stored terminal event in ``stored``
+        and consume nothing. None when the fence does not hold."""
         ...
 
     async def cancel(self, run_id: str) -> Run | None:

@@ -1,0 +1,376 @@
+"""``Runtime``: the engine. Claims runnable runs from the store and executes them.
+
+One scheduler task claims work whenever something may have become runnable (a submit, a
+signal, a freed slot, a timer coming due) and otherwise sleeps until the earliest timer.
+Each claimed run executes as one asyncio task (``--concurrency`` caps how many at once);
+sleeping and waiting runs hold no task. On start every unfinished run is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+from . import _faults
+from ._context import (
+    Draining,
+    Fenced,
+    Suspend,
+    WorkflowContext,
+    reset_context,
+    set_context,
+    to_json_value,
+)
+from ._definitions import Workflow
+from ._errors import InvalidInput, RunNotFound, WorkflowNotFound, error_dict
+from ._store import Event, EventKind, Run, RunPage, RunStatus, Store, Transition
+
+log = structlog.get_logger("agent_runtime")
+
+MAX_ID_LENGTH = 200
+
+
+def open_store(db: str | Store, synchronous: str = "FULL") -> Store:
+    """A store for a database path or URL (``postgresql://...`` selects PostgreSQL)."""
+    if not isinstance(db, str):
+        return db
+    if db.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresStore
+
+        return PostgresStore(db)
+    from ._sqlite import SQLiteStore
+
+    return SQLiteStore(db, synchronous=synchronous)
+
+
+def collect_workflows(app: ModuleType | Iterable[Workflow]) -> dict[str, Workflow]:
+    items = vars(app).values() if isinstance(app, ModuleType) else app
+    found: dict[str, Workflow] = {}
+    for obj in items:
+        if isinstance(obj, Workflow):
+            if obj.name in found and found[obj.name] is not obj:
+                raise InvalidInput(f"two workflows are named {obj.name!r}")
+            found[obj.name] = obj
+    return found
+
+
+class Runtime:
+    """The durable workflow engine, embeddable in any asyncio program.
+
+    ``async with Runtime(db="agent.db", app=my_module) as rt: run = await rt.submit(...)``
+    """
+
+    def __init__(
+        self,
+        db: str | Store,
+        app: ModuleType | Iterable[Workflow],
+        *,
+        concurrency: int = 100,
+        synchronous: str = "FULL",
+        lease_seconds: float = 30.0,
+        poll_seconds: float | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1")
+        self.store = open_store(db, synchronous)
+        self.workflows = collect_workflows(app)
+        self.concurrency = concurrency
+        self.owner = f"{uuid.uuid4().hex[:12]}"
+        self._lease = lease_seconds
+        # An exclusive store sees every change through this process; a shared one
+        # (PostgreSQL) may get work from elsewhere, so look more often.
+        self._poll = poll_seconds or (5.0 if self.store.exclusive else 1.0)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._kick = asyncio.Event()
+        self._maybe_runnable = True
+        self._timers: list[float] = []
+        self._done = asyncio.Condition()
+        self._draining = False
+        self._scheduler: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.store.open()
+        self._started = True
+        self._draining = False
+        self._scheduler = asyncio.create_task(self._schedule(), name="agent-runtime-scheduler")
+        if not self.store.exclusive:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="agent-runtime-leases")
+        log.info("runtime_started", backend=self.store.backend, workflows=sorted(self.workflows))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work, let in-flight steps finish (up to ``grace`` s), then close.
+        Runs stopped here stay ``running`` and are recovered by the next start."""
+        if not self._started:
+            return
+        self._draining = True
+        for task in (self._scheduler, self._renewer):
+            if task is not None:
+                task.cancel()
+        tasks = list(self._active.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        await asyncio.gather(
+            *(t for t in (self._scheduler, self._renewer) if t is not None),
+            return_exceptions=True,
+        )
+        await self.store.close()
+        self._started = False
+        log.info("runtime_stopped", interrupted=len([t for t in tasks if t.cancelled()]))
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- client API
+
+    async def submit(
+        self, workflow: str, input: dict[str, Any] | None = None, *, id: str | None = None
+    ) -> Run:
+        """Start a run of ``workflow`` (idempotent on ``id``) and return it."""
+        run, _ = await self.submit_run(workflow, input, id=id)
+        return run
+
+    async def submit_run(
+        self, workflow: str, input: dict[str, Any] | None = None, *, id: str | None = None
+    ) -> tuple[Run, bool]:
+        """Like ``submit``; also says whether the run was created (False: ``id`` existed)."""
+        wf = self.workflows.get(workflow)
+        if wf is None:
+            raise WorkflowNotFound(workflow)
+        input = {} if input is None else input
+        if not isinstance(input, dict):
+            raise InvalidInput("input must be a JSON object")
+        if id is not None and not (0 < len(id) <= MAX_ID_LENGTH and id.isprintable()):
+            raise InvalidInput(f"run id must be 1-{MAX_ID_LENGTH} printable characters")
+        try:
+            inspect.signature(wf.fn).bind(**input)
+        except TypeError as exc:
+            raise InvalidInput(f"input does not fit workflow {workflow!r}: {exc}") from None
+        run, created = await self.store.create_run(id or uuid.uuid4().hex, workflow, input)
+        if created:
+            self._wake()
+            log.info("run_submitted", run_id=run.id, workflow=workflow)
+        return run, created
+
+    async def get(self, run_id: str) -> Run:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        if status is not None and status not in RunStatus.__members__.values():
+            raise InvalidInput(f"unknown status {status!r}")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        return await self.store.list_runs(
+            status=status, workflow=workflow, limit=limit, cursor=cursor
+        )
+
+    async def history(self, run_id: str) -> list[Event]:
+        await self.get(run_id)
+        return await self.store.history(run_id)
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        run = await self.store.send_signal(run_id, name, payload)
+        if run is None:
+            raise RunNotFound(run_id)
+        if run.status == RunStatus.PENDING:
+            self._wake()
+        log.info("signal_sent", run_id=run_id, signal=name)
+        return run
+
+    async def cancel(self, run_id: str) -> Run:
+        run = await self.store.cancel(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        task = self._active.get(run_id)
+        if task is not None:
+            task.cancel()
+        await self._notify_done()
+        log.info("run_cancelled", run_id=run_id)
+        return run
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Wait until the run is completed, failed or cancelled, and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = await self.get(run_id)
+            if RunStatus(run.status).terminal:
+                return run
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:g} s")
+            async with self._done:
+                try:
+                    await asyncio.wait_for(self._done.wait(), left)
+                except TimeoutError:
+                    pass
+
+    async def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """The run's result once completed; raises if it failed or was cancelled."""
+        run = await self.wait(run_id, timeout)
+        if run.status != RunStatus.COMPLETED:
+            detail = (run.error or {}).get("message", run.status)
+            raise RuntimeError(f"run {run_id} {run.status}: {detail}")
+        return run.result
+
+    # -- scheduling
+
+    def _wake(self) -> None:
+        self._maybe_runnable = True
+        self._kick.set()
+
+    def _on_wait(self, status: str, wake_at: float | None) -> None:
+        if wake_at is not None:
+            self._timers.append(wake_at)
+            self._kick.set()
+
+    async def _schedule(self) -> None:
+        next_poll = 0.0
+        while not self._draining:
+            now = time.time()
+            due = [t for t in self._timers if t <= now]
+            if due or self._maybe_runnable or time.monotonic() >= next_poll:
+                self._timers = [t for t in self._timers if t > now]
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self._poll
+                    wake = await self.store.next_wake_at()
+                    if wake is not None:
+                        self._timers.append(wake)
+                await self._claim(now)
+            timeout = next_poll - time.monotonic()
+            if self._timers:
+                timeout = min(timeout, min(self._timers) - time.time())
+            wait = getattr(self.store, "wait_for_work", None)
+            try:
+                if wait is not None and not self._kick.is_set():
+                    kick = asyncio.ensure_future(self._kick.wait())
+                    ext = asyncio.ensure_future(wait(max(timeout, 0.0)))
+                    done, pending = await asyncio.wait(
+                        {kick, ext}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for p in pending:
+                        p.cancel()
+                    if ext in done:
+                        self._maybe_runnable = True
+                else:
+                    await asyncio.wait_for(self._kick.wait(), max(timeout, 0.0))
+            except TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def _claim(self, now: float) -> None:
+        free = self.concurrency - len(self._active)
+        if free <= 0:
+            return  # a finishing run kicks us again
+        self._maybe_runnable = False
+        try:
+            runs = await self.store.claim(self.owner, now, free, self._lease)
+        except Exception as exc:  # the store may be briefly unavailable: retry soon
+            log.warning("claim_failed", error=str(exc))
+            self._maybe_runnable = True
+            await asyncio.sleep(0.5)
+            return
+        if len(runs) == free:
+            self._maybe_runnable = True  # there may be more
+        for run in runs:
+            self._active[run.id] = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if self._active:
+                try:
+                    await self.store.renew(self.owner, list(self._active), self._lease)
+                except Exception as exc:
+                    log.warning("lease_renewal_failed", error=str(exc))
+
+    async def _notify_done(self) -> None:
+        async with self._done:
+            self._done.notify_all()
+
+    # -- execution
+
+    async def _execute(self, run: Run) -> None:
+        bound = log.bind(run_id=run.id, workflow=run.workflow)
+        try:
+            await self._drive(run, bound)
+        except Exception as exc:  # never let a run's task die silently
+            bound.error("run_crashed", error=str(exc))
+        finally:
+            self._active.pop(run.id, None)
+            self._maybe_runnable = True
+            self._kick.set()
+            await self._notify_done()
+
+    async def _drive(self, run: Run, bound: Any) -> None:
+        wf = self.workflows.get(run.workflow)
+        if wf is None:
+            err = {"type": "WorkflowNotFound", "message": f"workflow {run.workflow!r} is not "
+                   "registered in this app"}
+            await self._finish(run, Event(EventKind.RUN_FAILED, data={"error": err}),
+                               Transition(RunStatus.FAILED, error=err, release=True))
+            return
+        history = await self.store.history(run.id)
+        ctx = WorkflowContext(
+            store=self.store,
+            run_id=run.id,
+            owner=self.owner,
+            history=history,
+            draining=lambda: self._draining,
+            on_wait=self._on_wait,
+        )
+        token = set_context(ctx)
+        try:
+            result = to_json_value(await wf.fn(**run.input), "workflow result")
+        except Suspend:
+            bound.debug("run_suspended")
+            return
+        except (Fenced, Draining):
+            return
+        except asyncio.CancelledError:
+            return  # cancelled by the API (already recorded) or by shutdown (recovered later)
+        except Exception as exc:
+            err = error_dict(exc)
+            bound.info("run_failed", error=err["message"], error_type=err["type"])
+            await self._finish(run, Event(EventKind.RUN_FAILED, data={"error": err}),
+                               Transition(RunStatus.FAILED, error=err, release=True))
+            return
+        finally:
+            reset_context(token)
+        _faults.fault_point("run.before_complete")
+        await self._finish(run, Event(EventKind.RUN_COMPLETED, data={"result": result}),
+                           Transition(RunStatus.COMPLETED, result=result, release=True))
+        bound.info("run_completed")
+
+    async def _finish(self, run: Run, event: Event, transition: Transition) -> None:
+        await self.store.append(run.id, self.owner, [event], transition)
+

@@ -1,0 +1,77 @@
+"""SQLite schema, versioned through ``PRAGMA user_version``.
+
+Append a migration; never edit a shipped one. Nothing here rewrites the file in place
+(no VACUUM): Litestream tracks the WAL and an in-place VACUUM breaks its tracking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIGRATIONS: list[str] = [
+    # 1: runs, their append-only history, buffered signals.
+    """
+    CREATE TABLE runs (
+        num         INTEGER PRIMARY KEY,          -- creation order, used by list cursors
+        id          TEXT NOT NULL UNIQUE,
+        workflow    TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        result      TEXT,
+        error       TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        wake_at     REAL,
+        waiting_on  TEXT,
+        owner       TEXT,
+        lease_until REAL
+    ) STRICT;
+    CREATE INDEX runs_status ON runs (status, num);
+    CREATE INDEX runs_workflow ON runs (workflow, num);
+    CREATE INDEX runs_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
+
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL,
+        position    INTEGER,
+        kind        TEXT NOT NULL,
+        name        TEXT,
+        attempt     INTEGER,
+        terminal    INTEGER NOT NULL DEFAULT 0,
+        data        TEXT,
+        created_at  REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX events_run ON events (run_id, seq);
+    -- One outcome per command: a re-executed step cannot overwrite a recorded result.
+    CREATE UNIQUE INDEX events_outcome ON events (run_id, position) WHERE terminal = 1;
+
+    CREATE TABLE signals (
+        seq         INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        payload     TEXT,
+        created_at  REAL NOT NULL,
+        consumed_at REAL
+    ) STRICT;
+    CREATE INDEX signals_pending ON signals (run_id, name, seq) WHERE consumed_at IS NULL;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: Any) -> int:
+    """Bring the schema up to date in one transaction; returns the version found."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {found} is newer than this agent-runtime "
+            f"supports ({SCHEMA_VERSION}): upgrade litefleet"
+        )
+    if found == SCHEMA_VERSION:
+        return found
+    with conn:  # one transaction for all pending migrations
+        for version in range(found, SCHEMA_VERSION):
+            conn.execute(MIGRATIONS[version])
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found
