@@ -1,0 +1,121 @@
+"""``agent-runtime``: serve an app's workflows over HTTP.
+
+argparse rather than Typer on purpose: this process runs in every tenant container and
+its idle memory is a budget (Typer + Rich cost several MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._errors import AgentRuntimeError
+from ._logging import LEVELS, configure_logging
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="agent-runtime",
+        description="Durable AI-agent workflows on SQLite or PostgreSQL.",
+    )
+    p.add_argument("--version", action="version", version=f"agent-runtime {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser(
+        "serve",
+        help="run the workflow engine and its HTTP API",
+        description="Recover unfinished runs, then execute runs submitted over HTTP. "
+        "SIGTERM drains in-flight steps and exits 0.",
+    )
+    s.add_argument("--db", required=True, help="SQLite file path or postgresql:// URL")
+    s.add_argument(
+        "--app", required=True, help="module name or .py file that defines the @workflows"
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    s.add_argument(
+        "--token",
+        default=None,
+        help="bearer token required by the API (default: $AGENT_RUNTIME_TOKEN; none = open)",
+    )
+    s.add_argument(
+        "--concurrency", type=int, default=100, help="runs executing at once (default 100)"
+    )
+    s.add_argument(
+        "--synchronous",
+        default="FULL",
+        choices=["FULL", "NORMAL", "EXTRA"],
+        help="SQLite synchronous mode (default FULL: a step is on disk before it is reported)",
+    )
+    s.add_argument(
+        "--grace", type=float, default=10.0, help="seconds in-flight steps get on SIGTERM"
+    )
+    s.add_argument("--log-level", default="info", choices=LEVELS, help="default info")
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ._http import build_app
+    from ._loader import load_app
+    from ._runtime import Runtime
+
+    if not 0 < args.port < 65536:
+        raise AgentRuntimeError(f"--port must be 1-65535, got {args.port}")
+    token = args.token or os.environ.get("AGENT_RUNTIME_TOKEN") or None
+    runtime = Runtime(
+        db=args.db,
+        app=load_app(args.app),
+        concurrency=args.concurrency,
+        synchronous=args.synchronous,
+    )
+    app = build_app(runtime, token=token, grace=args.grace)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(args.grace) + 1,
+    )
+    server = uvicorn.Server(config)
+
+    async def serve() -> bool:
+        # Open the database before listening, so a locked or too-old database is one
+        # clear error line; the app's lifespan then finds the runtime already started.
+        await runtime.start()
+        try:
+            await server.serve()
+        finally:
+            await runtime.stop(grace=args.grace)
+        return server.started
+
+    return 0 if asyncio.run(serve()) else EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+    except AgentRuntimeError as exc:
+        hint = f" (hint: {exc.hint})" if getattr(exc, "hint", None) else ""
+        print(f"agent-runtime: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The runtime's HTTP API (Starlette). Errors become JSON responses in one place:
+``_ERRORS`` below."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import _metrics
+from ._errors import InvalidInput, RunNotFound, WorkflowNotFound
+from ._runtime import Runtime
+from ._store import Event, Run, RunStatus
+
+MAX_BODY = 1024 * 1024  # 1 MiB
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Conflict(Exception):
+    pass
+
+
+class MalformedBody(Exception):
+    pass
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "status": run.status,
+        "input": run.input,
+        "result": run.result,
+        "error": run.error,
+        "created_at": _iso(run.created_at),
+        "updated_at": _iso(run.updated_at),
+        "wake_at": _iso(run.wake_at),
+    }
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    return {
+        "seq": ev.seq,
+        "kind": ev.kind,
+        "position": ev.position,
+        "name": ev.name,
+        "attempt": ev.attempt,
+        "data": ev.data,
+        "at": _iso(ev.created_at),
+    }
+
+
+async def _read_json(request: Request, *, allow_empty: bool = False) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BodyTooLarge()
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise InvalidInput("request body is empty: send a JSON object")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+
+
+def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "backend": runtime.store.backend})
+
+    async def create_run(request: Request) -> Response:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidInput("body must be a JSON object")
+        unknown = set(body) - {"workflow", "input", "id"}
+        if unknown:
+            raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}")
+        workflow, input, run_id = body.get("workflow"), body.get("input", {}), body.get("id")
+        if not isinstance(workflow, str) or not workflow:
+            raise InvalidInput("'workflow' must be a non-empty string")
+        if input is None:
+            input = {}
+        if not isinstance(input, dict):
+            raise InvalidInput("'input' must be a JSON object")
+        if run_id is not None and not isinstance(run_id, str):
+            raise InvalidInput("'id' must be a string")
+        run, created = await runtime.submit_run(workflow, input, id=run_id)
+        if not created and run.workflow != workflow:
+            raise Conflict(f"run {run.id!r} exists with workflow {run.workflow!r}")
+        return JSONResponse(run_json(run), status_code=201 if created else 200)
+
+    async def get_run(request: Request) -> Response:
+        return JSONResponse(run_json(await runtime.get(request.path_params["id"])))
+
+    async def list_runs(request: Request) -> Response:
+        q = request.query_params
+        limit_s = q.get("limit", "50")
+        if not limit_s.isdigit():
+            raise InvalidInput("limit must be a positive integer")
+        page = await runtime.list(
+            status=q.get("status") or None,
+            workflow=q.get("workflow") or None,
+            limit=int(limit_s),
+            cursor=q.get("cursor") or None,
+        )
+        return JSONResponse(
+            {"runs": [run_json(r) for r in page.runs], "next_cursor": page.next_cursor}
+        )
+
+    async def run_events(request: Request) -> Response:
+        events = await runtime.history(request.path_params["id"])
+        return JSONResponse({"events": [event_json(e) for e in events]})
+
+    async def signal(request: Request) -> Response:
+        payload = await _read_json(request, allow_empty=True)
+        run_id, name = request.path_params["id"], request.path_params["name"]
+        run = await runtime.signal(run_id, name, payload)
+        if RunStatus(run.status).terminal:
+            raise Conflict(f"run {run_id!r} is {run.status}: it takes no more signals")
+        return JSONResponse({"run": run_json(run), "signal": name, "accepted": True}, 202)
+
+    async def cancel(request: Request) -> Response:
+        return JSONResponse(run_json(await runtime.cancel(request.path_params["id"])))
+
+    async def workflows(request: Request) -> Response:
+        items = [{"name": n, "doc": w.doc} for n, w in sorted(runtime.workflows.items())]
+        return JSONResponse({"workflows": items})
+
+    async def metrics(request: Request) -> Response:
+        counts = await runtime.store.count_by_status()
+        text = _metrics.render(counts, [s.value for s in RunStatus])
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop(grace=grace)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/v1/workflows", workflows),
+        Route("/v1/runs", create_run, methods=["POST"]),
+        Route("/v1/runs", list_runs, methods=["GET"]),
+        Route("/v1/runs/{id}", get_run),
+        Route("/v1/runs/{id}/events", run_events),
+        Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
+        Route("/v1/runs/{id}/cancel", cancel, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_ERRORS)  # type: ignore[arg-type]
+    if token:
+        app.add_middleware(BearerAuth, token=token)
+    return app
+
+
+def _error(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        message = str(exc) if str(exc) else _DEFAULT_MESSAGES.get(status, "error")
+        return JSONResponse({"error": message}, status_code=status)
+
+    return handler
+
+
+_DEFAULT_MESSAGES = {413: f"request body is larger than {MAX_BODY} bytes"}
+
+_ERRORS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+    MalformedBody: _error(400),
+    InvalidInput: _error(422),
+    WorkflowNotFound: _error(404),
+    RunNotFound: _error(404),
+    Conflict: _error(409),
+    BodyTooLarge: _error(413),
+}
+
+
+class BearerAuth:
+    """Every endpoint but /healthz needs ``Authorization: Bearer TOKEN``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/healthz":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"error": "missing or wrong bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
