@@ -1,0 +1,186 @@
+"""Everything the CLI prints: Rich tables on stdout, JSON for --json, notes on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ._durations import format_duration
+from ._errors import FleetError
+from ._inspect import Report
+from ._status import TenantStatus
+from ._tenants import Removal, RmResult, UpResult
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def note(text: str) -> None:
+    err.print(text)
+
+
+def up(result: UpResult) -> None:
+    t = result.tenant
+    verb = {"created": "created", "started": "started", "running": "already running"}[result.action]
+    out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host.name}: API at {t.url}")
+    if result.action != "running":
+        out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
+
+
+def tenants(rows: list[TenantStatus]) -> None:
+    if not rows:
+        out.print("no tenants")
+        return
+    now = time.time()
+    table = Table(box=None, pad_edge=False)
+    for col in ("TENANT", "HOST", "STATE", "HEALTH", "AGE", "TTL", "DB", "REPLICATION", "LABELS"):
+        table.add_column(col, no_wrap=col != "LABELS")
+    for s in rows:
+        t = s.tenant
+        table.add_row(
+            t.name,
+            t.host.name,
+            t.state,
+            t.health,
+            format_duration(now - t.created_at),
+            _ttl(t.expires_at, now),
+            _bytes(s.db_bytes),
+            _replication(s, now),
+            ",".join(f"{k}={v}" for k, v in sorted(t.labels.items())) or "-",
+        )
+    out.print(table)
+
+
+def _ttl(expires_at: float | None, now: float) -> str:
+    if expires_at is None:
+        return "-"
+    left = expires_at - now
+    return "expired" if left <= 0 else format_duration(left)
+
+
+def _replication(s: TenantStatus, now: float) -> str:
+    r = s.replication
+    if r.replicated_txid is None:
+        return r.note or "-"
+    if r.replicated_txid == 0:
+        return "no backup yet"
+    text = f"txid {r.replicated_txid:x}"
+    if r.last_upload is not None:
+        text += f", {format_duration(now - r.last_upload.timestamp())} ago"
+    lag = r.lag_txns
+    if lag is not None:
+        text += ", in sync" if lag == 0 else f", {lag} txn behind"
+    return text
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{n}B"
+
+
+def run(run: dict[str, Any]) -> None:
+    line = f"run {run.get('id')} ({run.get('workflow')}): {run.get('status')}"
+    out.print(line)
+    if run.get("result") is not None:
+        out.print("result: " + json.dumps(run["result"], default=str))
+    if run.get("error"):
+        out.print("error: " + json.dumps(run["error"], default=str))
+
+
+def runs(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("no runs")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("RUN", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "RESULT"):
+        table.add_column(col, no_wrap=col != "RESULT", overflow="ellipsis")
+    for r in rows:
+        table.add_row(
+            str(r.get("id")),
+            str(r.get("workflow")),
+            str(r.get("status")),
+            _ts(r.get("created_at")),
+            _ts(r.get("updated_at")),
+            _short(r.get("result") if r.get("error") is None else r.get("error")),
+        )
+    out.print(table)
+
+
+def removed(r: RmResult) -> None:
+    parts = []
+    if r.container:
+        parts.append("container")
+    if r.volume:
+        parts.append("volume")
+    if r.purged is not None:
+        parts.append(f"backup ({r.purged} objects)")
+    out.print(f"removed {r.tenant}: " + (", ".join(parts) or "nothing"))
+
+
+def report(rep: Report) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in rep.counts.items()) or "no runs"
+    out.print(f"{rep.path}: schema v{rep.schema_version}; {counts}")
+    if rep.run is None:
+        runs(rep.runs)
+        return
+    run(rep.run)
+    start = float(rep.run.get("created_at") or 0.0)
+    table = Table(box=None, pad_edge=False)
+    for col in ("SEQ", "T+", "KIND", "POS", "NAME", "TRY", "DATA"):
+        table.add_column(col, no_wrap=col != "DATA", overflow="ellipsis")
+    for e in rep.events:
+        table.add_row(
+            str(e["seq"]),
+            f"{float(e['created_at']) - start:.3f}s",
+            str(e["kind"]),
+            "-" if e["position"] is None else str(e["position"]),
+            e["name"] or "-",
+            "-" if e["attempt"] is None else str(e["attempt"]),
+            _short(e["data"]),
+        )
+    out.print(table)
+
+
+def _ts(value: Any) -> str:
+    """The API gives ISO 8601 strings, the database float seconds: show both alike."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str):
+        return value.replace("T", " ")[:19]
+    return "-"
+
+
+def _short(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "-"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def removal(r: Removal) -> None:
+    if not r.done and not r.failed:
+        out.print("nothing to remove")
+    for done in r.done:
+        removed(done)
+    for e in r.failed:
+        err.print(f"fleet: {e.line()}")
+    if r.failed:
+        total = len(r.done) + len(r.failed)
+        raise FleetError(f"{len(r.failed)} of {total} tenant(s) could not be removed")

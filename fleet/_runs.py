@@ -1,0 +1,76 @@
+"""Runs on a tenant through its runtime API: run, runs, signal, cancel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ._context import Fleet
+from ._errors import InvalidArgument
+from ._tenants import client
+
+
+def parse_json(text: str | None, what: str, *, allow_file: bool = True) -> Any:
+    """JSON from the command line; ``@path`` reads it from a file ("@-" is not supported)."""
+    if text is None:
+        return None
+    if allow_file and text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {what} file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_input(text: str | None) -> dict[str, Any]:
+    value = parse_json(text, "--input")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument("--input must be a JSON object, e.g. '{\"n\": 3}'")
+    return value
+
+
+def run(
+    fleet: Fleet,
+    tenant: str,
+    workflow: str,
+    *,
+    input: dict[str, Any] | None = None,
+    id: str | None = None,
+    wait: bool = False,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Submit a run (idempotent when ``id`` is given); with ``wait``, its terminal state."""
+    with client(fleet, tenant) as api:
+        submitted = api.submit(workflow, input or {}, id)
+        if not wait:
+            return submitted
+        return api.wait(str(submitted["id"]), timeout)
+
+
+def runs(
+    fleet: Fleet,
+    tenant: str,
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    with client(fleet, tenant) as api:
+        return api.list_runs(status=status, workflow=workflow, limit=limit)
+
+
+def signal(fleet: Fleet, tenant: str, run: str, name: str, data: Any = None) -> dict[str, Any]:
+    with client(fleet, tenant) as api:
+        return api.signal(run, name, data)
+
+
+def cancel(fleet: Fleet, tenant: str, run: str) -> dict[str, Any]:
+    with client(fleet, tenant) as api:
+        return api.cancel(run)

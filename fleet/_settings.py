@@ -1,0 +1,101 @@
+"""Fleet settings: FLEET_* environment variables over an optional TOML file over defaults.
+
+Every field is documented in configs/fleet.example.toml. The file is ``--config PATH``,
+else ``$FLEET_CONFIG``, else ``~/.config/litefleet/fleet.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ._errors import ConfigError
+
+DEFAULT_CONFIG = Path("~/.config/litefleet/fleet.toml")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("litefleet")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.1.0"
+
+
+class FleetSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid")
+
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL seen from this host; unset = embedded store"
+    )
+    s3_tenant_endpoint: str | None = Field(
+        None, description="S3 endpoint as tenant containers reach it (default: s3_endpoint)"
+    )
+    s3_bucket: str = "litefleet"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "litefleet"
+    s3_secret_access_key: SecretStr = SecretStr("litefleet")
+    s3_port: int = Field(9000, description="host port of the embedded store (127.0.0.1)")
+    image: str = f"litefleet/tenant:{_version()}"
+    hosts: str = Field("", description="name=docker-url,...; empty = one host 'local'")
+    stop_timeout: int = Field(60, description="seconds `down` waits for the final sync")
+    health_timeout: float = Field(60.0, description="seconds `up` waits for /healthz")
+    log_level: str = "warning"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("one of debug, info, warning, error")
+        return v.lower()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the config file's values: the environment overrides them.
+        return (env_settings, init_settings)
+
+    @property
+    def embedded_s3(self) -> bool:
+        return not self.s3_endpoint
+
+
+def config_path(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("FLEET_CONFIG")
+    if env:
+        return Path(env)
+    default = DEFAULT_CONFIG.expanduser()
+    return default if default.is_file() else None
+
+
+def load_settings(config: Path | None = None) -> FleetSettings:
+    """Settings from the environment and the config file; ConfigError when unusable."""
+    path = config_path(config)
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        return FleetSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "?"
+        where = f" in {path}" if path and field in values else ""
+        raise ConfigError(f"setting {field}{where}: {err['msg']}") from None

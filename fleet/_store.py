@@ -1,0 +1,42 @@
+"""`fleet s3 up|down|status`: the embedded object store on the first host."""
+
+from __future__ import annotations
+
+from ._context import Fleet
+
+_MEMORY = "its data lives in memory only: it is lost when the store stops"
+
+
+def up(fleet: Fleet) -> str:
+    from ._objectstore import ensure_object_store
+
+    if fleet.settings.s3_endpoint:
+        return f"using external object storage at {fleet.settings.s3_endpoint}; nothing to start"
+    s = fleet.settings
+    store = ensure_object_store(fleet.store_host.client, bucket=s.s3_bucket, port=s.s3_port)
+    return (
+        f"embedded object store running at {store.host_endpoint} (bucket {s.s3_bucket}); {_MEMORY}"
+    )
+
+
+def down(fleet: Fleet) -> str:
+    from ._objectstore import remove_object_store
+
+    if fleet.settings.s3_endpoint:
+        return "using external object storage; nothing to stop"
+    removed = remove_object_store(fleet.store_host.client)
+    if removed is False:
+        return "embedded object store was not running"
+    return "embedded object store removed"
+
+
+def status(fleet: Fleet) -> str:
+    from ._objectstore import object_store_status
+
+    s = fleet.settings
+    if s.s3_endpoint:
+        return f"external object storage at {s.s3_endpoint} (bucket {s.s3_bucket})"
+    st = object_store_status(fleet.store_host.client)
+    if st is None or not getattr(st, "running", True):
+        return "embedded object store: not running (`fleet s3 up` starts it)"
+    return f"embedded object store: running at {st.host_endpoint} (bucket {s.s3_bucket}); {_MEMORY}"

@@ -1,0 +1,384 @@
+"""Tenant lifecycle on the engines: up, down, rm, teardown, gc, logs.
+
+A tenant is one container plus one volume, found by labels; the fleet keeps no database.
+The per-tenant API token lives in the container's environment (the runtime reads it from
+there), so the CLI reads it back from the engine and never prints it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+from . import _names as names
+from ._api import RuntimeClient
+from ._backups import purge as purge_backup
+from ._container_spec import TENANT_PORT, tenant_container_config
+from ._context import Fleet
+from ._errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound, TenantNotRunning
+from ._hosts import Host, pick
+from ._log import log
+
+TOKEN_ENV = "AGENT_RUNTIME_TOKEN"
+
+
+@dataclass
+class Tenant:
+    """A tenant as its engine describes it."""
+
+    name: str
+    host: Host
+    container: Any = field(repr=False)
+    state: str  # docker state: running, exited, created, restarting, paused, dead
+    health: str  # healthy, starting, unhealthy, or "-" without a health check
+    created_at: float
+    labels: dict[str, str]  # user labels
+    ttl: str | None
+    expires_at: float | None
+    app: str
+    backend: str
+    image: str
+    port: int | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def url(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}" if self.port else None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def client(self, timeout: float = 15.0) -> RuntimeClient:
+        """A client of this tenant's runtime API; TenantNotRunning unless it serves."""
+        if not self.running or not self.url or not self._token:
+            raise TenantNotRunning(self.name, self.state)
+        return RuntimeClient(self.url, self._token, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    tenant: Tenant
+    action: str  # created | started | running
+
+
+@dataclass(frozen=True)
+class RmResult:
+    tenant: str
+    container: bool
+    volume: bool
+    purged: int | None  # backup objects deleted (None: not asked)
+
+
+# -- lookups
+
+
+def from_container(host: Host, c: Any) -> Tenant:
+    attrs = c.attrs
+    labels: dict[str, str] = attrs["Config"].get("Labels") or {}
+    state = attrs["State"]
+    env = dict(e.partition("=")[::2] for e in attrs["Config"].get("Env") or [])
+    port = None
+    bindings = (attrs["NetworkSettings"].get("Ports") or {}).get(f"{TENANT_PORT}/tcp") or []
+    for b in bindings:
+        if b.get("HostIp") in ("127.0.0.1", "") and b.get("HostPort"):
+            port = int(b["HostPort"])
+            break
+    expires = labels.get(names.LABEL_EXPIRES)
+    return Tenant(
+        name=labels.get(names.LABEL_TENANT, c.name),
+        host=host,
+        container=c,
+        state=str(state.get("Status", "unknown")),
+        health=str((state.get("Health") or {}).get("Status", "-")),
+        created_at=_epoch(attrs["Created"]),
+        labels=names.user_labels(labels),
+        ttl=labels.get(names.LABEL_TTL),
+        expires_at=float(expires) if expires else None,
+        app=labels.get(names.LABEL_APP, "?"),
+        backend=labels.get(names.LABEL_BACKEND, "sqlite"),
+        image=str(attrs["Config"].get("Image", "?")),
+        port=port if state.get("Status") == "running" else None,
+        _token=env.get(TOKEN_ENV),
+    )
+
+
+def list_tenants(fleet: Fleet, labels: dict[str, str] | None = None) -> list[Tenant]:
+    """Every tenant container on every host, optionally only those carrying all ``labels``."""
+    wanted = [f"{names.LABEL_ROLE}={names.ROLE_TENANT}"]
+    wanted += [f"{k}={v}" for k, v in names.engine_labels(labels or {}).items()]
+    found: list[Tenant] = []
+    for host in fleet.hosts:
+        for c in host.client.containers.list(all=True, filters={"label": wanted}):
+            found.append(from_container(host, c))
+    return sorted(found, key=lambda t: (t.name, t.host.name))
+
+
+def find(fleet: Fleet, tenant: str) -> Tenant:
+    names.check_tenant(tenant)
+    filters = {"label": [f"{names.LABEL_TENANT}={tenant}"]}
+    for host in fleet.hosts:
+        for c in host.client.containers.list(all=True, filters=filters):
+            return from_container(host, c)
+    raise TenantNotFound(tenant)
+
+
+def _find_or_none(fleet: Fleet, tenant: str) -> Tenant | None:
+    try:
+        return find(fleet, tenant)
+    except TenantNotFound:
+        return None
+
+
+# -- lifecycle
+
+
+def up(
+    fleet: Fleet,
+    tenant: str,
+    *,
+    app: str = "agent_runtime.examples",
+    image: str | None = None,
+    labels: dict[str, str] | None = None,
+    ttl: str | None = None,
+    memory: str = "256m",
+    cpus: float = 0.5,
+    env: dict[str, str] | None = None,
+    host: str | None = None,
+    db_url: str | None = None,
+) -> UpResult:
+    """Create and start the tenant, or start it again; a running tenant is left as it is."""
+    names.check_tenant(tenant)
+    ttl_s = _ttl_seconds(ttl)
+    if cpus <= 0:
+        raise InvalidArgument(f"--cpus must be positive, got {cpus:g}")
+    existing = _find_or_none(fleet, tenant)
+    if existing is not None:
+        if existing.running:
+            return UpResult(existing, "running")
+        log.info("starting stopped tenant", tenant=tenant, host=existing.host.name)
+        existing.container.start()
+        return UpResult(wait_healthy(fleet, existing), "started")
+
+    target = pick(fleet.hosts, host)
+    client = target.client
+    image = image or fleet.settings.image
+    from ._images import ensure_image
+    from ._objectstore import ensure_tenant_network
+
+    ensure_image(client, image)
+    s3 = None if db_url else fleet.s3_for_tenants()
+    network = ensure_tenant_network(client)
+    own = {
+        names.LABEL_TENANT: tenant,
+        names.LABEL_ROLE: names.ROLE_TENANT,
+        names.LABEL_APP: app,
+        names.LABEL_BACKEND: "postgres" if db_url else "sqlite",
+        **names.engine_labels(labels or {}),
+    }
+    if ttl is not None and ttl_s is not None:
+        own[names.LABEL_TTL] = ttl
+        own[names.LABEL_EXPIRES] = str(int(time.time()) + ttl_s)
+    volume = names.volume_name(tenant)
+    if not db_url:
+        client.volumes.create(name=volume, labels={names.LABEL_TENANT: tenant})
+    cfg = tenant_container_config(
+        tenant=tenant,
+        image=image,
+        volume=volume,
+        s3=s3,
+        token=secrets.token_urlsafe(32),
+        app=app,
+        memory=memory,
+        cpus=cpus,
+        env=env,
+        labels=own,
+        network=network,
+        db_url=db_url,
+    )
+    log.info("creating tenant", tenant=tenant, host=target.name, image=image)
+    container = client.containers.create(**cfg)
+    container.start()
+    container.reload()
+    return UpResult(wait_healthy(fleet, from_container(target, container)), "created")
+
+
+def wait_healthy(fleet: Fleet, tenant: Tenant) -> Tenant:
+    """Poll /healthz on the published loopback port until it answers 200."""
+    deadline = time.monotonic() + fleet.settings.health_timeout
+    while True:
+        tenant.container.reload()
+        t = from_container(tenant.host, tenant.container)
+        if t.state in ("exited", "dead"):
+            code = t.container.attrs["State"].get("ExitCode")
+            raise FleetError(
+                f"tenant {t.name!r} exited during start (exit code {code})",
+                f"`fleet logs {t.name}` shows why",
+            )
+        if t.running and t.url:
+            try:
+                with httpx.Client(trust_env=False, timeout=2.0) as http:
+                    if http.get(t.url + "/healthz").status_code == 200:
+                        return t
+            except httpx.HTTPError:
+                pass  # not listening yet
+        if time.monotonic() >= deadline:
+            raise FleetTimeout(
+                f"tenant {t.name!r} not healthy after {fleet.settings.health_timeout:g}s",
+                f"`fleet logs {t.name}` shows what it is doing",
+            )
+        time.sleep(0.2)
+
+
+def down(fleet: Fleet, tenant: str) -> tuple[Tenant, bool]:
+    """Stop the container, letting Litestream finish its final sync; (tenant, was_running)."""
+    t = find(fleet, tenant)
+    if t.state not in ("running", "restarting", "paused"):
+        return t, False
+    # SIGTERM: the runtime drains, then litestream does its final sync before exiting.
+    t.container.stop(timeout=fleet.settings.stop_timeout)
+    t.container.reload()
+    return from_container(t.host, t.container), True
+
+
+def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
+    """Remove the container and the volume; with ``purge`` also the backup."""
+    names.check_tenant(tenant)
+    t = _find_or_none(fleet, tenant)
+    removed_container = removed_volume = False
+    hosts = [t.host] if t else fleet.hosts
+    if t is not None:
+        if t.running and not purge:
+            # Keep the backup complete: the final sync happens on a graceful stop.
+            t.container.stop(timeout=fleet.settings.stop_timeout)
+        t.container.remove(force=True)
+        removed_container = True
+    import docker.errors
+
+    for h in hosts:
+        try:
+            h.client.volumes.get(names.volume_name(tenant)).remove(force=True)
+            removed_volume = True
+        except docker.errors.NotFound:
+            pass
+    purged = purge_backup(fleet.s3(start=False), tenant) if purge else None
+    if not (removed_container or removed_volume or purged):
+        raise TenantNotFound(tenant)
+    return RmResult(tenant, removed_container, removed_volume, purged)
+
+
+class Reporter(Protocol):
+    """How bulk removal talks to its caller (the CLI: a prompt and a progress bar)."""
+
+    def confirm(self, tenants: list[str]) -> None:
+        """Raise to stop before anything is removed."""
+
+    def start(self, total: int) -> None: ...
+
+    def done(self, result: RmResult | FleetError) -> None: ...
+
+
+@dataclass
+class Removal:
+    done: list[RmResult] = field(default_factory=list)
+    failed: list[FleetError] = field(default_factory=list)
+
+
+def teardown(
+    fleet: Fleet,
+    *,
+    labels: dict[str, str] | None = None,
+    all: bool = False,
+    purge: bool = False,
+    reporter: Reporter | None = None,
+) -> Removal:
+    """Remove every tenant carrying all ``labels`` (or every tenant with ``all``), in parallel."""
+    if not labels and not all:
+        raise InvalidArgument("teardown needs --label k=v or --all")
+    if labels and all:
+        raise InvalidArgument("give --label or --all, not both")
+    return _remove_many(fleet, [t.name for t in list_tenants(fleet, labels)], purge, reporter)
+
+
+def expired(fleet: Fleet, now: float | None = None) -> list[str]:
+    """Tenants whose TTL has passed."""
+    now = time.time() if now is None else now
+    return [t.name for t in list_tenants(fleet) if t.expired(now)]
+
+
+def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
+    """Remove the tenants whose TTL has passed, in parallel."""
+    return _remove_many(fleet, expired(fleet), purge, reporter)
+
+
+def _remove_many(
+    fleet: Fleet, tenants: list[str], purge: bool, reporter: Reporter | None, parallel: int = 8
+) -> Removal:
+    from ._errors import translate
+
+    def one(name: str) -> RmResult | FleetError:
+        try:
+            result: RmResult | FleetError = rm(fleet, name, purge=purge)
+        except Exception as exc:  # reported per tenant; the others go on
+            err = translate(exc)
+            if err is None:
+                raise
+            result = FleetError(f"{name}: {err.message}")
+        if reporter:
+            reporter.done(result)
+        return result
+
+    removal = Removal()
+    if not tenants:
+        return removal
+    if reporter:
+        reporter.confirm(tenants)
+        reporter.start(len(tenants))
+    if purge:
+        fleet.s3(start=False)  # resolve once, before the threads race for it
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(tenants)))) as pool:
+        for r in pool.map(one, tenants):
+            if isinstance(r, RmResult):
+                removal.done.append(r)
+            else:
+                removal.failed.append(r)
+    return removal
+
+
+def logs(
+    fleet: Fleet, tenant: str, *, follow: bool = False, tail: int | None = None
+) -> Iterator[bytes]:
+    t = find(fleet, tenant)
+    kw: dict[str, Any] = {"stream": True, "follow": follow}
+    if tail is not None:
+        kw["tail"] = tail
+    yield from t.container.logs(**kw)
+
+
+def client(fleet: Fleet, tenant: str, timeout: float = 15.0) -> RuntimeClient:
+    return find(fleet, tenant).client(timeout)
+
+
+# -- helpers
+
+
+def _ttl_seconds(ttl: str | None) -> int | None:
+    from ._durations import parse_duration
+
+    return parse_duration(ttl) if ttl is not None else None
+
+
+def _epoch(docker_time: str) -> float:
+    # Docker prints nanoseconds ("2026-11-26T06:20:01.123456789Z"); Python takes micro.
+    head, _, frac = docker_time.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
