@@ -89,6 +89,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
 
+    # uvicorn handles SIGTERM/SIGINT (graceful shutdown, our lifespan drains the runtime)
+    # and afterwards re-raises the signal under the handler it found. Leave it a no-op
+    # one, so a drained shutdown exits 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+
     async def serve() -> bool:
         # Open the database before listening, so a locked or too-old database is one
         # clear error line; the app's lifespan then finds the runtime already started.

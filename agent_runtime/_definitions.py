@@ -46,7 +46,7 @@ class Step:
         if timeout is not None and timeout <= 0:
             raise ValueError("@step timeout must be > 0 seconds")
         self.fn = fn
-        self.name = name or fn.__qualname__
+        self.name = name or fn.__name__
         self.retry = retry or DEFAULT_RETRY
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
