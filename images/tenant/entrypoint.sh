@@ -1,0 +1,66 @@
+#!/bin/bash
+# Tenant container entrypoint.
+#   SQLite (default): restore /data/tenant.db from the tenant's replica when the volume is empty,
+#   then `litestream replicate -exec` the runtime: litestream ships every commit to S3, forwards
+#   SIGTERM to the runtime (which drains and exits 0) and does a final sync before exiting.
+#   AGENT_RUNTIME_DB=postgresql://...: no local file, no litestream; the runtime runs alone.
+# Litestream gets an explicit environment (only the variables below): a stray AWS_CA_BUNDLE or
+# AWS_* credential must not change how it talks to S3. The runtime never sees the S3 secret.
+set -euo pipefail
+
+DB=/data/tenant.db
+CONFIG=/etc/litefleet/litestream.yml
+APP_ENV=/tmp/litefleet-app.env
+SELF=/opt/litefleet/bin/litefleet-entrypoint
+LITESTREAM_VARS=(PATH HOME TENANT LITEFLEET_S3_ENDPOINT LITEFLEET_S3_BUCKET LITEFLEET_S3_REGION
+                 LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY)
+
+die() { echo "litefleet-entrypoint: $*" >&2; exit 64; }
+
+serve() {
+    exec agent-runtime serve --db "$1" --app "${AGENT_RUNTIME_APP:-agent_runtime.examples}" \
+        --host 0.0.0.0 --port 8080
+}
+
+# Keep only the exported variables named in $@ (run in a subshell or right before exec).
+only_env() {
+    local keep=" $* " v
+    for v in $(compgen -e); do
+        [[ "$keep" == *" $v "* ]] || unset "$v"
+    done
+}
+
+# Stop cleanly when a signal arrives before litestream has replaced this shell.
+trap 'exit 143' TERM INT
+
+if [[ "${1:-}" == serve-app ]]; then
+    # Started by litestream -exec inside its trimmed environment: switch to the app's.
+    only_env
+    # shellcheck disable=SC1090
+    source "$APP_ENV"
+    serve "$DB"
+fi
+
+if [[ "${AGENT_RUNTIME_DB:-}" == postgresql://* || "${AGENT_RUNTIME_DB:-}" == postgres://* ]]; then
+    unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY
+    serve "$AGENT_RUNTIME_DB"
+fi
+
+for v in TENANT LITEFLEET_S3_ENDPOINT LITEFLEET_S3_BUCKET; do
+    [[ -n "${!v:-}" ]] || die "$v is not set"
+done
+# The tenant name becomes the replica path: no slashes, dots or spaces that could escape it.
+[[ "$TENANT" =~ ^[a-z0-9][a-z0-9_-]{0,62}$ ]] || die "invalid TENANT name (want [a-z0-9][a-z0-9_-]*)"
+export LITEFLEET_S3_REGION="${LITEFLEET_S3_REGION:-us-east-1}"
+
+# The runtime's environment: everything the container got, minus the replica credentials.
+umask 077
+( unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY; export -p ) >"$APP_ENV"
+
+(
+    only_env "${LITESTREAM_VARS[@]}"
+    exec litestream restore -config "$CONFIG" -if-db-not-exists -if-replica-exists "$DB"
+) || die "restoring $DB from the replica failed"
+
+only_env "${LITESTREAM_VARS[@]}"
+exec litestream replicate -config "$CONFIG" -exec "$SELF serve-app"
