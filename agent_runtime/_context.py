@@ -49,15 +49,15 @@ _FAMILY = {
 }
 
 
-class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+class Suspend(BaseException):
     """Unwinds a workflow that now waits (sleeping/waiting); its state is in the store."""
 
 
-class Fenced(BaseException):  # noqa: N818
+class Fenced(BaseException):
     """The run is no longer ours (cancelled, or taken over): stop without writing."""
 
 
-class Draining(BaseException):  # noqa: N818
+class Draining(BaseException):
     """The runtime is shutting down: stop before starting another step."""
 
 
@@ -112,9 +112,7 @@ class WorkflowContext:
         for ev in recorded:
             rec_family = _FAMILY.get(EventKind(ev.kind), ev.kind)
             if rec_family != family or ev.name != name:
-                raise NonDeterminismError(
-                    pos, f"{rec_family} {ev.name!r}", f"{family} {name!r}"
-                )
+                raise NonDeterminismError(pos, f"{rec_family} {ev.name!r}", f"{family} {name!r}")
         return pos, list(recorded)
 
     @staticmethod
@@ -167,18 +165,27 @@ class WorkflowContext:
                 err = error_dict(exc)
                 if final:
                     _faults.fault_point("step.before_commit")
-                    ev = Event(
-                        EventKind.STEP_FAILED, pos, step.name, attempt, {"error": err}, True
-                    )
+                    ev = Event(EventKind.STEP_FAILED, pos, step.name, attempt, {"error": err}, True)
                     stored = await self._append(ev)
                     _faults.fault_point("step.after_commit")
                     _metrics.STEPS_COMMITTED.inc()
-                    log.warning("step_failed", run_id=self.run_id, step=step.name,
-                                attempt=attempt, error=err["message"])
+                    log.warning(
+                        "step_failed",
+                        run_id=self.run_id,
+                        step=step.name,
+                        attempt=attempt,
+                        error=err["message"],
+                    )
                     return self._step_outcome(step, stored)
                 delay = policy.delay(attempt)
-                log.info("step_attempt_failed", run_id=self.run_id, step=step.name,
-                         attempt=attempt, error=err["message"], retry_in=round(delay, 3))
+                log.info(
+                    "step_attempt_failed",
+                    run_id=self.run_id,
+                    step=step.name,
+                    attempt=attempt,
+                    error=err["message"],
+                    retry_in=round(delay, 3),
+                )
                 await self._append(
                     Event(
                         EventKind.STEP_ATTEMPT_FAILED,
@@ -218,7 +225,9 @@ class WorkflowContext:
             try:
                 return await asyncio.wait_for(aw, step.timeout)
             except TimeoutError:
-                raise StepTimeout(f"step {step.name!r} timed out after {step.timeout:g} s") from None
+                raise StepTimeout(
+                    f"step {step.name!r} timed out after {step.timeout:g} s"
+                ) from None
         finally:
             _current.reset(token)
 
@@ -237,7 +246,11 @@ class WorkflowContext:
             )
             return
         # Woken early (clock skew, a stray claim): keep the recorded wake time.
-        events = [] if started else [Event(EventKind.TIMER_STARTED, pos, "sleep", None, {"wake_at": wake_at})]
+        events = (
+            []
+            if started
+            else [Event(EventKind.TIMER_STARTED, pos, "sleep", None, {"wake_at": wake_at})]
+        )
         transition = Transition(RunStatus.SLEEPING, wake_at=wake_at, release=True)
         if await self.store.append(self.run_id, self.owner, events, transition) is None:
             raise Fenced()
@@ -268,9 +281,7 @@ class WorkflowContext:
                 return outcome.payload
             elif deadline is not None and deadline <= now:
                 done = await self._append(
-                    Event(
-                        EventKind.SIGNAL_TIMED_OUT, pos, name, None, {"timeout": timeout}, True
-                    )
+                    Event(EventKind.SIGNAL_TIMED_OUT, pos, name, None, {"timeout": timeout}, True)
                 )
             else:
                 self._on_wait(RunStatus.WAITING, deadline)
@@ -337,4 +348,3 @@ async def uuid4() -> str:
     if ctx is None:
         return str(uuid.uuid4())
     return str(await ctx.record("uuid4", lambda: str(uuid.uuid4())))
-

@@ -19,7 +19,9 @@ class StepFailed(AgentRuntimeError):
     """
 
     def __init__(self, step: str, error_type: str, message: str, attempts: int) -> None:
-        super().__init__(f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}")
+        super().__init__(
+            f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}"
+        )
         self.step = step
         self.error_type = error_type
         self.message = message
@@ -79,5 +81,9 @@ class StorageError(AgentRuntimeError):
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """How an exception is stored in history and shown in the API."""
     t = type(exc)
-    name = t.__qualname__ if t.__module__ in ("builtins", __name__) else f"{t.__module__}.{t.__qualname__}"
+    name = (
+        t.__qualname__
+        if t.__module__ in ("builtins", __name__)
+        else f"{t.__module__}.{t.__qualname__}"
+    )
     return {"type": name, "message": str(exc)}

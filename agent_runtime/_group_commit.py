@@ -15,6 +15,7 @@ with backoff by ``call_with_retry``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -106,7 +107,7 @@ class GroupCommitWriter:
     def _commit(self, conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
         started = time.perf_counter()
         try:
-            results = call_with_retry(lambda: _transaction(conn, batch))
+            results: list[tuple[bool, Any]] = call_with_retry(lambda: _transaction(conn, batch))
         except Exception:
             if len(batch) == 1:
                 results = [_one(conn, batch[0])]
@@ -122,11 +123,10 @@ class GroupCommitWriter:
         for (_, _, fut, loop), (ok, value) in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, items in by_loop.items():
-            try:
-                # One wake-up of the event loop per batch, not per future.
+            # One wake-up of the event loop per batch, not per future. A closed loop
+            # (RuntimeError) means nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # loop closed: nobody is waiting any more
-                pass
 
 
 def _transaction(conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
@@ -143,7 +143,8 @@ def _transaction(conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, 
 
 def _one(conn: apsw.Connection, item: _Item) -> tuple[bool, Any]:
     try:
-        return call_with_retry(lambda: _transaction(conn, [item]))[0]
+        results: list[tuple[bool, Any]] = call_with_retry(lambda: _transaction(conn, [item]))
+        return results[0]
     except Exception as exc:
         return (False, exc)
 

@@ -118,7 +118,7 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
         limit_s = q.get("limit", "50")
         if not limit_s.isdigit():
             raise InvalidInput("limit must be a positive integer")
-        page = await runtime.list(
+        page = await runtime.list_runs(
             status=q.get("status") or None,
             workflow=q.get("workflow") or None,
             limit=int(limit_s),
@@ -171,7 +171,7 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
         Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
         Route("/v1/runs/{id}/cancel", cancel, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_ERRORS)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_ERRORS)
     if token:
         app.add_middleware(BearerAuth, token=token)
     return app

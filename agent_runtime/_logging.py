@@ -12,9 +12,7 @@ LEVELS = ("debug", "info", "warning", "error")
 
 def configure_logging(level: str = "info", json: bool = True) -> None:
     renderer = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -9,6 +9,7 @@ sleeping and waiting runs hold no task. On start every unfinished run is recover
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import uuid
@@ -51,7 +52,7 @@ def open_store(db: str | Store, synchronous: str = "FULL") -> Store:
 
 
 def collect_workflows(app: ModuleType | Iterable[Workflow]) -> dict[str, Workflow]:
-    items = vars(app).values() if isinstance(app, ModuleType) else app
+    items: Iterable[Any] = vars(app).values() if isinstance(app, ModuleType) else app
     found: dict[str, Workflow] = {}
     for obj in items:
         if isinstance(obj, Workflow):
@@ -178,7 +179,7 @@ class Runtime:
             raise RunNotFound(run_id)
         return run
 
-    async def list(
+    async def list_runs(
         self,
         *,
         status: str | None = None,
@@ -229,10 +230,8 @@ class Runtime:
             if left <= 0:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:g} s")
             async with self._done:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._done.wait(), left)
-                except TimeoutError:
-                    pass
 
     async def result(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's result once completed; raises if it failed or was cancelled."""
@@ -334,10 +333,15 @@ class Runtime:
     async def _drive(self, run: Run, bound: Any) -> None:
         wf = self.workflows.get(run.workflow)
         if wf is None:
-            err = {"type": "WorkflowNotFound", "message": f"workflow {run.workflow!r} is not "
-                   "registered in this app"}
-            await self._finish(run, Event(EventKind.RUN_FAILED, data={"error": err}),
-                               Transition(RunStatus.FAILED, error=err, release=True))
+            err = {
+                "type": "WorkflowNotFound",
+                "message": f"workflow {run.workflow!r} is not registered in this app",
+            }
+            await self._finish(
+                run,
+                Event(EventKind.RUN_FAILED, data={"error": err}),
+                Transition(RunStatus.FAILED, error=err, release=True),
+            )
             return
         history = await self.store.history(run.id)
         ctx = WorkflowContext(
@@ -361,16 +365,21 @@ class Runtime:
         except Exception as exc:
             err = error_dict(exc)
             bound.info("run_failed", error=err["message"], error_type=err["type"])
-            await self._finish(run, Event(EventKind.RUN_FAILED, data={"error": err}),
-                               Transition(RunStatus.FAILED, error=err, release=True))
+            await self._finish(
+                run,
+                Event(EventKind.RUN_FAILED, data={"error": err}),
+                Transition(RunStatus.FAILED, error=err, release=True),
+            )
             return
         finally:
             reset_context(token)
         _faults.fault_point("run.before_complete")
-        await self._finish(run, Event(EventKind.RUN_COMPLETED, data={"result": result}),
-                           Transition(RunStatus.COMPLETED, result=result, release=True))
+        await self._finish(
+            run,
+            Event(EventKind.RUN_COMPLETED, data={"result": result}),
+            Transition(RunStatus.COMPLETED, result=result, release=True),
+        )
         bound.info("run_completed")
 
     async def _finish(self, run: Run, event: Event, transition: Transition) -> None:
         await self.store.append(run.id, self.owner, [event], transition)
-

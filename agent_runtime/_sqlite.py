@@ -98,15 +98,26 @@ def _insert_event(conn: apsw.Connection, run_id: str, ev: Event, now: float) -> 
         "INSERT INTO events (run_id, position, kind, name, attempt, terminal, data, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (run_id, position) WHERE terminal = 1 DO NOTHING RETURNING seq",
-        (run_id, ev.position, str(ev.kind), ev.name, ev.attempt, int(ev.terminal),
-         _dumps(ev.data), created),
+        (
+            run_id,
+            ev.position,
+            str(ev.kind),
+            ev.name,
+            ev.attempt,
+            int(ev.terminal),
+            _dumps(ev.data),
+            created,
+        ),
     ).fetchone()
     if row is not None:
-        return Event(ev.kind, ev.position, ev.name, ev.attempt, ev.data, ev.terminal, row[0], created)
+        return Event(
+            ev.kind, ev.position, ev.name, ev.attempt, ev.data, ev.terminal, row[0], created
+        )
     stored = conn.execute(
         f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND position = ? AND terminal = 1",
         (run_id, ev.position),
     ).fetchone()
+    assert stored is not None  # the conflict means this row exists
     return _event(stored)
 
 
@@ -136,9 +147,16 @@ def _apply(conn: apsw.Connection, run_id: str, t: Transition, now: float) -> Non
         "UPDATE runs SET status = ?, result = ?, error = ?, wake_at = ?, updated_at = ?,"
         " owner = CASE WHEN ? THEN NULL ELSE owner END,"
         " lease_until = CASE WHEN ? THEN NULL ELSE lease_until END WHERE id = ?",
-        (str(t.status), None if t.result is None else _dumps(t.result),
-         None if t.error is None else _dumps(t.error), t.wake_at, now,
-         t.release, t.release, run_id),
+        (
+            str(t.status),
+            None if t.result is None else _dumps(t.result),
+            None if t.error is None else _dumps(t.error),
+            t.wake_at,
+            now,
+            t.release,
+            t.release,
+            run_id,
+        ),
     )
 
 
@@ -357,7 +375,8 @@ class SQLiteStore:
         return result
 
     async def get_run(self, run_id: str) -> Run | None:
-        return call_with_retry(lambda: _get_run(self._read(), run_id))
+        run: Run | None = call_with_retry(lambda: _get_run(self._read(), run_id))
+        return run
 
     async def list_runs(
         self,
@@ -367,7 +386,8 @@ class SQLiteStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -394,9 +414,13 @@ class SQLiteStore:
 
     async def history(self, run_id: str) -> list[Event]:
         rows = call_with_retry(
-            lambda: self._read()
-            .execute(f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
-            .fetchall()
+            lambda: (
+                self._read()
+                .execute(
+                    f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+                )
+                .fetchall()
+            )
         )
         return [_event(r) for r in rows]
 
@@ -448,8 +472,12 @@ class SQLiteStore:
         return run
 
     async def next_wake_at(self) -> float | None:
-        row = self._read().execute(
-            "SELECT min(wake_at) FROM runs WHERE wake_at IS NOT NULL"
-            " AND status IN ('sleeping', 'waiting')"
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                "SELECT min(wake_at) FROM runs WHERE wake_at IS NOT NULL"
+                " AND status IN ('sleeping', 'waiting')"
+            )
+            .fetchone()
+        )
         return None if row is None or row[0] is None else float(row[0])

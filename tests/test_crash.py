@@ -45,9 +45,21 @@ class Server:
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(BIN), "serve", "--db", str(self.db), "--app", "agent_runtime.examples",
-                 "--port", str(self.port), "--log-level", "warning"],
-                stdout=out, stderr=out, env={**self.env, **(extra_env or {})},
+                [
+                    str(BIN),
+                    "serve",
+                    "--db",
+                    str(self.db),
+                    "--app",
+                    "agent_runtime.examples",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=out,
+                stderr=out,
+                env={**self.env, **(extra_env or {})},
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -101,8 +113,10 @@ def submit_all(server: Server) -> list[str]:
     ids = [f"crash-{i:03d}" for i in range(RUNS)]
     with httpx.Client(base_url=server.url, timeout=10) as c:
         for rid in ids:
-            r = c.post("/v1/runs", json={"workflow": "steps", "id": rid,
-                                          "input": {"n": STEPS, "sleep": 0.05}})
+            r = c.post(
+                "/v1/runs",
+                json={"workflow": "steps", "id": rid, "input": {"n": STEPS, "sleep": 0.05}},
+            )
             assert r.status_code in (200, 201), r.text
     return ids
 

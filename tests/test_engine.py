@@ -166,9 +166,7 @@ APP = [
 ]
 
 
-def with_runtime(
-    db: Path, body: Callable[[Runtime], Awaitable[Any]], app: list[Any] = APP
-) -> Any:
+def with_runtime(db: Path, body: Callable[[Runtime], Awaitable[Any]], app: list[Any] = APP) -> Any:
     async def main() -> Any:
         async with Runtime(db=str(db), app=app) as rt:
             return await body(rt)
@@ -365,7 +363,7 @@ def test_client_chosen_ids_are_idempotent(tmp_path: Path) -> None:
         _, created1 = await rt.submit_run("parallel_steps", {}, id="same")
         _, created2 = await rt.submit_run("parallel_steps", {}, id="same")
         await rt.wait("same", timeout=10)
-        page = await rt.list()
+        page = await rt.list_runs()
         return created1, created2, len(page.runs)
 
     created1, created2, n = with_runtime(tmp_path / "t.db", body)
@@ -460,7 +458,7 @@ def test_bad_submissions(tmp_path: Path) -> None:
         with pytest.raises(ar.InvalidInput):
             await rt.submit("parallel_steps", id="")
         with pytest.raises(ar.InvalidInput):
-            await rt.list(status="bogus")
+            await rt.list_runs(status="bogus")
 
     with_runtime(tmp_path / "t.db", body)
 
@@ -482,15 +480,15 @@ def test_list_paging_and_filters(tmp_path: Path) -> None:
         waiting = await rt.submit("two_steps_then_signal", {"x": 1}, id="w")
         for i in ids:
             await rt.wait(i, timeout=10)
-        first = await rt.list(limit=2)
+        first = await rt.list_runs(limit=2)
         assert [r.id for r in first.runs] == ["w", "p4"]
         assert first.next_cursor is not None
-        second = await rt.list(limit=2, cursor=first.next_cursor)
+        second = await rt.list_runs(limit=2, cursor=first.next_cursor)
         assert [r.id for r in second.runs] == ["p3", "p2"]
-        done = await rt.list(status="completed", limit=100)
+        done = await rt.list_runs(status="completed", limit=100)
         assert {r.id for r in done.runs} == set(ids)
         assert done.next_cursor is None
-        by_wf = await rt.list(workflow="two_steps_then_signal")
+        by_wf = await rt.list_runs(workflow="two_steps_then_signal")
         assert [r.id for r in by_wf.runs] == [waiting.id]
 
     with_runtime(tmp_path / "t.db", body)

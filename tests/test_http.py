@@ -49,12 +49,22 @@ def test_submit_get_and_idempotent_id(client: TestClient) -> None:
     r = client.post("/v1/runs", json={"workflow": "echo", "input": {"message": "hi"}, "id": "e1"})
     assert r.status_code == 201
     body = r.json()
-    assert set(body) >= {"id", "workflow", "status", "input", "result", "error",
-                         "created_at", "updated_at"}
+    assert set(body) >= {
+        "id",
+        "workflow",
+        "status",
+        "input",
+        "result",
+        "error",
+        "created_at",
+        "updated_at",
+    }
     assert body["id"] == "e1" and body["status"] in ("pending", "running", "completed")
     done = wait_status(client, "e1", "completed")
     assert done["result"] == {"message": "hi"} and done["error"] is None
-    again = client.post("/v1/runs", json={"workflow": "echo", "input": {"message": "x"}, "id": "e1"})
+    again = client.post(
+        "/v1/runs", json={"workflow": "echo", "input": {"message": "x"}, "id": "e1"}
+    )
     assert again.status_code == 200 and again.json()["input"] == {"message": "hi"}
     listed = client.get("/v1/runs").json()["runs"]
     assert [r["id"] for r in listed] == ["e1"]
@@ -113,7 +123,9 @@ def test_signal_cancel_events_and_errors(client: TestClient) -> None:
 
 def test_list_filters_paging_and_validation(client: TestClient) -> None:
     for i in range(3):
-        client.post("/v1/runs", json={"workflow": "echo", "input": {"message": str(i)}, "id": f"e{i}"})
+        client.post(
+            "/v1/runs", json={"workflow": "echo", "input": {"message": str(i)}, "id": f"e{i}"}
+        )
     client.post("/v1/runs", json={"workflow": "steps", "input": {"n": 1}, "id": "s"})
     for rid in ("e0", "e1", "e2", "s"):
         wait_status(client, rid, "completed")
@@ -135,6 +147,9 @@ def test_workflows_and_metrics(client: TestClient) -> None:
     wait_status(client, "m", "completed")
     text = client.get("/metrics").text
     assert 'agent_runtime_runs{status="completed"} 1' in text
-    for series in ("agent_runtime_steps_committed_total", "agent_runtime_commit_seconds_bucket",
-                   "agent_runtime_group_commit_batch_size_count"):
+    for series in (
+        "agent_runtime_steps_committed_total",
+        "agent_runtime_commit_seconds_bucket",
+        "agent_runtime_group_commit_batch_size_count",
+    ):
         assert series in text

@@ -5,11 +5,32 @@ import agent_runtime
 
 def test_exports_are_pinned() -> None:
     assert sorted(agent_runtime.__all__) == [
-        "AgentRuntimeError", "Event", "EventKind", "InvalidInput", "NonDeterminismError",
-        "RetryPolicy", "Run", "RunNotFound", "RunPage", "RunStatus", "Runtime",
-        "SignalTimeout", "Step", "StepFailed", "StepTimeout", "StorageError", "Workflow",
-        "WorkflowNotFound", "__version__", "now", "random", "sleep", "step", "uuid4",
-        "wait_for_signal", "workflow",
+        "AgentRuntimeError",
+        "Event",
+        "EventKind",
+        "InvalidInput",
+        "NonDeterminismError",
+        "RetryPolicy",
+        "Run",
+        "RunNotFound",
+        "RunPage",
+        "RunStatus",
+        "Runtime",
+        "SignalTimeout",
+        "Step",
+        "StepFailed",
+        "StepTimeout",
+        "StorageError",
+        "Workflow",
+        "WorkflowNotFound",
+        "__version__",
+        "now",
+        "random",
+        "sleep",
+        "step",
+        "uuid4",
+        "wait_for_signal",
+        "workflow",
     ]
     for name in agent_runtime.__all__:
         assert hasattr(agent_runtime, name), name

@@ -47,11 +47,15 @@ def test_missing_directory_and_locked_database(tmp_path: Path) -> None:
 
     db = tmp_path / "x.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
-         " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)",
-         str(db) + ".lock"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)",
+            str(db) + ".lock",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -67,9 +71,23 @@ def test_missing_directory_and_locked_database(tmp_path: Path) -> None:
 def test_token_is_never_logged(tmp_path: Path) -> None:
     secret = "s3cr3t-token-value"
     proc = subprocess.Popen(
-        [BIN, "serve", "--db", str(tmp_path / "t.db"), "--app", "agent_runtime.examples",
-         "--port", "18998", "--token", secret, "--log-level", "debug"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            BIN,
+            "serve",
+            "--db",
+            str(tmp_path / "t.db"),
+            "--app",
+            "agent_runtime.examples",
+            "--port",
+            "18998",
+            "--token",
+            secret,
+            "--log-level",
+            "debug",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         import httpx

@@ -53,8 +53,7 @@ _durable_sleep = sleep  # `sleep` is also the input name of `steps`
 def plan(topic: str, max_tools: int) -> dict[str, Any]:
     client = model_client()
     raw = client.complete(
-        f"plan: answer with JSON {{\"calls\": [{{\"tool\": one of {list(TOOLS)}, "
-        "\"arg\": str}]}",
+        f'plan: answer with JSON {{"calls": [{{"tool": one of {list(TOOLS)}, "arg": str}}]}}',
         topic,
     )
     calls = json.loads(raw)["calls"][:max_tools]
@@ -88,5 +87,10 @@ async def research(
     if not approved:
         return {"topic": topic, "approved": False, "findings": findings, "report": None}
     report = await write_report(topic, findings)
-    return {"topic": topic, "approved": True, "model": planned["model"],
-            "findings": findings, "report": report}
+    return {
+        "topic": topic,
+        "approved": True,
+        "model": planned["model"],
+        "findings": findings,
+        "report": report,
+    }

@@ -84,7 +84,7 @@ def run_tool(tool: str, arg: str) -> str:
         return f"3 sources mention {arg!r}; the most cited says it is worth a closer look"
     if tool == "calculate":
         try:
-            return str(eval(arg, {"__builtins__": {}}, {}))  # noqa: S307 - digits only
+            return str(eval(arg, {"__builtins__": {}}, {}))
         except Exception as exc:
             raise ValueError(f"cannot calculate {arg!r}: {exc}") from None
     if tool == "summarize":
