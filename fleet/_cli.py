@@ -437,8 +437,8 @@ def image_build() -> None:
     """Build the litefleet tenant and s3 images offline (images/build.sh)."""
     from ._images import build_images
 
-    build_images(_repo_root())
-    show.out.print("images built")
+    for image, size_mb in build_images(_repo_root()):
+        show.out.print(f"built {image} ({size_mb} MB)")
 
 
 def _repo_root() -> Path:

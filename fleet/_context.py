@@ -62,23 +62,32 @@ class Fleet:
             self._s3_host = target(s.s3_endpoint)
             self._s3_tenant = target(s.s3_tenant_endpoint or s.s3_endpoint)
             return
-        store = _embedded(self.store_host.client, s.s3_bucket, s.s3_port, start)
-        self._s3_host = target(store.host_endpoint)
-        self._s3_tenant = target(store.tenant_endpoint)
+        from ._objectstore import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+
+        host_ep, tenant_ep = _embedded(self.store_host.client, s.s3_bucket, s.s3_port, start)
+        # The embedded store takes any credentials; use the ones it was set up with.
+        for attr, endpoint in (("_s3_host", host_ep), ("_s3_tenant", tenant_ep)):
+            setattr(
+                self,
+                attr,
+                S3Target(endpoint, s.s3_bucket, REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+            )
 
     def close(self) -> None:
         for h in self.hosts:
             h.close()
 
 
-def _embedded(client: Any, bucket: str, port: int, start: bool) -> Any:
+def _embedded(client: Any, bucket: str, port: int, start: bool) -> tuple[str, str]:
+    """(host endpoint, tenant endpoint) of the embedded store."""
     from ._objectstore import ensure_object_store, object_store_status
 
     if start:
-        return ensure_object_store(client, bucket=bucket, port=port)
+        store = ensure_object_store(client, bucket=bucket, port=port)
+        return store.host_endpoint, store.tenant_endpoint
     status = object_store_status(client)
-    if status is None or not getattr(status, "running", True):
+    if status is None or not status.running or not status.host_endpoint:
         raise ObjectStoreError(
             "the embedded object store is not running", "`fleet s3 up` starts it"
         )
-    return status
+    return status.host_endpoint, status.tenant_endpoint or status.host_endpoint

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import re
 
+# The labels the container spec sets itself come from there (one source of truth).
+from ._container_spec import LABEL_PREFIX as PREFIX
+from ._container_spec import LABEL_ROLE as LABEL_ROLE
+from ._container_spec import LABEL_TENANT as LABEL_TENANT
+from ._container_spec import ROLE_TENANT as ROLE_TENANT
 from ._errors import InvalidArgument
 
 # A DNS label: it ends up in container names, hostnames and S3 prefixes.
 _TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
-PREFIX = "litefleet."
-LABEL_TENANT = PREFIX + "tenant"
-LABEL_ROLE = PREFIX + "role"
 LABEL_TTL = PREFIX + "ttl"  # as given by the user, e.g. "2h"
 LABEL_EXPIRES = PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = PREFIX + "app"
 LABEL_BACKEND = PREFIX + "backend"  # "sqlite" (Litestream) or "postgres"
 USER_LABEL_PREFIX = PREFIX + "label."  # user labels live in their own namespace
-ROLE_TENANT = "tenant"
 
 
 def check_tenant(name: str) -> str:

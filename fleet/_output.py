@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -17,8 +18,15 @@ from ._inspect import Report
 from ._status import TenantStatus
 from ._tenants import Removal, RmResult, UpResult
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output keeps whole table rows (Rich would wrap them at 80 columns).
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 250
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def print_json(value: Any) -> None:

@@ -37,6 +37,11 @@ def status(fleet: Fleet) -> str:
     if s.s3_endpoint:
         return f"external object storage at {s.s3_endpoint} (bucket {s.s3_bucket})"
     st = object_store_status(fleet.store_host.client)
-    if st is None or not getattr(st, "running", True):
+    if st is None:
         return "embedded object store: not running (`fleet s3 up` starts it)"
-    return f"embedded object store: running at {st.host_endpoint} (bucket {s.s3_bucket}); {_MEMORY}"
+    if not st.running:
+        return f"embedded object store: {st.state} (`fleet s3 up` starts it); {_MEMORY}"
+    return (
+        f"embedded object store: running at {st.host_endpoint} for this host, "
+        f"{st.tenant_endpoint} for tenants (bucket {s.s3_bucket}); {_MEMORY}"
+    )

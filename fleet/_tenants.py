@@ -20,7 +20,7 @@ import httpx
 from . import _names as names
 from ._api import RuntimeClient
 from ._backups import purge as purge_backup
-from ._container_spec import TENANT_PORT, tenant_container_config
+from ._container_spec import published_port, tenant_container_config
 from ._context import Fleet
 from ._errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound, TenantNotRunning
 from ._hosts import Host, pick
@@ -88,19 +88,16 @@ def from_container(host: Host, c: Any) -> Tenant:
     labels: dict[str, str] = attrs["Config"].get("Labels") or {}
     state = attrs["State"]
     env = dict(e.partition("=")[::2] for e in attrs["Config"].get("Env") or [])
-    port = None
-    bindings = (attrs["NetworkSettings"].get("Ports") or {}).get(f"{TENANT_PORT}/tcp") or []
-    for b in bindings:
-        if b.get("HostIp") in ("127.0.0.1", "") and b.get("HostPort"):
-            port = int(b["HostPort"])
-            break
+    port = published_port(attrs)
     expires = labels.get(names.LABEL_EXPIRES)
+    running = state.get("Status") == "running"
     return Tenant(
         name=labels.get(names.LABEL_TENANT, c.name),
         host=host,
         container=c,
         state=str(state.get("Status", "unknown")),
-        health=str((state.get("Health") or {}).get("Status", "-")),
+        # A stopped container keeps its last health status: only show it while running.
+        health=str((state.get("Health") or {}).get("Status", "-")) if running else "-",
         created_at=_epoch(attrs["Created"]),
         labels=names.user_labels(labels),
         ttl=labels.get(names.LABEL_TTL),
@@ -108,7 +105,7 @@ def from_container(host: Host, c: Any) -> Tenant:
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, "sqlite"),
         image=str(attrs["Config"].get("Image", "?")),
-        port=port if state.get("Status") == "running" else None,
+        port=port if running else None,
         _token=env.get(TOKEN_ENV),
     )
 
@@ -190,7 +187,8 @@ def up(
         own[names.LABEL_TTL] = ttl
         own[names.LABEL_EXPIRES] = str(int(time.time()) + ttl_s)
     volume = names.volume_name(tenant)
-    if not db_url:
+    new_volume = not db_url and not _volume_exists(client, volume)
+    if new_volume:
         client.volumes.create(name=volume, labels={names.LABEL_TENANT: tenant})
     cfg = tenant_container_config(
         tenant=tenant,
@@ -206,8 +204,15 @@ def up(
         network=network,
         db_url=db_url,
     )
+    # docker SDK 7.x create() has no stop_timeout; `down` passes the timeout to stop().
+    cfg.pop("stop_timeout", None)
     log.info("creating tenant", tenant=tenant, host=target.name, image=image)
-    container = client.containers.create(**cfg)
+    try:
+        container = client.containers.create(**cfg)
+    except Exception:
+        if new_volume:  # leave nothing half-made behind
+            client.volumes.get(volume).remove(force=True)
+        raise
     container.start()
     container.reload()
     return UpResult(wait_healthy(fleet, from_container(target, container)), "created")
@@ -370,6 +375,16 @@ def client(fleet: Fleet, tenant: str, timeout: float = 15.0) -> RuntimeClient:
 
 
 # -- helpers
+
+
+def _volume_exists(client: Any, name: str) -> bool:
+    import docker.errors
+
+    try:
+        client.volumes.get(name)
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 def _ttl_seconds(ttl: str | None) -> int | None:

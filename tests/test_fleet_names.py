@@ -75,5 +75,12 @@ def test_bad_durations(bad: str) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0, 45, 60, 200, 3600, 7500, 86400, 90000)] == [
-        "0s", "45s", "1m", "3m20s", "1h", "2h5m", "1d", "1d1h",
+        "0s",
+        "45s",
+        "1m",
+        "3m20s",
+        "1h",
+        "2h5m",
+        "1d",
+        "1d1h",
     ]
