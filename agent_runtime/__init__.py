@@ -4,6 +4,18 @@ Every step's result is committed before the workflow moves on; a killed process 
 each run where it stopped. Public API: exactly ``__all__`` (a test pins it).
 """
 
+import sys as _sys
+
+# structlog imports rich (for pretty tracebacks) whenever it is installed: ~15 MB of RSS
+# in every tenant's runtime, which logs JSON and never uses it. Hide rich from structlog's
+# import only; anything importing rich afterwards gets it as usual.
+if "structlog" not in _sys.modules and "rich" not in _sys.modules:
+    _sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog as _structlog  # noqa: F401
+    finally:
+        del _sys.modules["rich"]
+
 from ._context import now, random, sleep, uuid4, wait_for_signal
 from ._definitions import Step, Workflow, step, workflow
 from ._errors import (
