@@ -203,6 +203,7 @@ class WorkflowContext:
             stored = await self._append(ev)
             _faults.fault_point("step.after_commit")
             _metrics.STEPS_COMMITTED.inc()
+            log.debug("step_completed", run_id=self.run_id, step=step.name, attempt=attempt)
             return self._step_outcome(step, stored)
 
     @staticmethod

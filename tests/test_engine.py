@@ -492,3 +492,32 @@ def test_list_paging_and_filters(tmp_path: Path) -> None:
         assert [r.id for r in by_wf.runs] == [waiting.id]
 
     with_runtime(tmp_path / "t.db", body)
+
+
+def test_refuses_sqlite_with_the_wal_reset_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import apsw
+
+    monkeypatch.setattr(apsw, "sqlite_lib_version", lambda: "3.40.1")
+    rt = Runtime(db=str(tmp_path / "old.db"), app=APP)
+    with pytest.raises(ar.StorageError, match=r"3\.40\.1 has the WAL-reset corruption bug"):
+        run(rt.start())
+    assert not (tmp_path / "old.db").exists()
+
+
+def test_concurrent_runs_share_commits(tmp_path: Path) -> None:
+    from agent_runtime import _metrics
+
+    ops_before, batches_before = _metrics.BATCH_SIZE.sum, _metrics.BATCH_SIZE.count
+
+    async def body(rt: Runtime) -> list[ar.Run]:
+        runs = [await rt.submit("parallel_steps") for _ in range(50)]
+        return [await rt.wait(r.id, timeout=30) for r in runs]
+
+    done = with_runtime(tmp_path / "t.db", body)
+    assert {r.status for r in done} == {"completed"}
+    ops = _metrics.BATCH_SIZE.sum - ops_before
+    batches = _metrics.BATCH_SIZE.count - batches_before
+    assert ops >= 50 * 4  # 3 steps + completion per run, plus claims
+    assert ops / batches > 2, f"{ops} operations in {batches} transactions: no group commit"
