@@ -31,6 +31,26 @@ def _runtime_class() -> Any:
     return importlib.import_module("agent_runtime._runtime").Runtime
 
 
+def _configure_logging(level: str) -> None:
+    """Log as ``agent-runtime serve`` does by default (JSON lines, info). Unconfigured,
+    structlog would print every per-step debug line, which is not what a tenant runs."""
+    from agent_runtime._logging import configure_logging
+
+    configure_logging(level)
+
+
+def _writer_totals() -> tuple[float, int, float]:
+    """(seconds inside commit transactions, transactions, operations) so far: the
+    runtime's own metrics, to split elapsed time into writer work and everything else."""
+    from agent_runtime import _metrics
+
+    return (
+        _metrics.COMMIT_SECONDS.sum,
+        _metrics.COMMIT_SECONDS.count,
+        _metrics.BATCH_SIZE.sum,
+    )
+
+
 def _check(run: Any, steps: int) -> None:
     if run.status != "completed" or run.result != steps:
         raise RuntimeError(
@@ -71,13 +91,31 @@ async def _concurrent(db: str, workflows: int, steps: int) -> float:
 def run(part: str, db: str, workflows: int, steps: int) -> dict[str, Any]:
     """``b``/``pg_b``: one workflow of ``steps`` steps; ``c``/``pg_c``: ``workflows``
     concurrent workflows of ``steps`` steps each."""
+    _configure_logging(os.environ.get("LITEFLEET_BENCH_LOG_LEVEL", "info"))
+    before = _writer_totals()
     if part.endswith("b"):
         elapsed = asyncio.run(_one_workflow(db, steps))
         total = steps
     else:
         elapsed = asyncio.run(_concurrent(db, workflows, steps))
         total = workflows * steps
-    return {"value": total / elapsed, "unit": "steps/s", "elapsed_s": elapsed, "steps": total}
+    commit_s, txns, ops = (b - a for a, b in zip(before, _writer_totals(), strict=True))
+    result: dict[str, Any] = {
+        "value": total / elapsed,
+        "unit": "steps/s",
+        "elapsed_s": elapsed,
+        "steps": total,
+    }
+    if txns:  # SQLite only; includes start-up and shut-down transactions (a handful)
+        result["writer"] = {
+            "transactions": int(txns),
+            "operations": int(ops),
+            "mean_batch": ops / txns,
+            "commit_s": commit_s,
+            "commit_share": commit_s / elapsed,
+            "mean_commit_ms": 1000 * commit_s / txns,
+        }
+    return result
 
 
 def _free_port() -> int:

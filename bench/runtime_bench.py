@@ -81,10 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round")
     p.add_argument("--only", default="a,b,c,d,rss,pg", help="parts to run (default: all)")
-    p.add_argument("--repeat", type=int, help="rounds; the median is reported (default 3)")
+    p.add_argument("--repeat", type=int, help="rounds; the median is reported (default 5)")
+    p.add_argument("--dbos-repeat", type=int, help="rounds that include DBOS (default 3)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--pg-dsn", help="PostgreSQL DSN for part pg (default: $LITEFLEET_BENCH_PG)")
-    p.add_argument("--commits", type=int, help="part a iterations (default 3000)")
+    p.add_argument("--commits", type=int, help="part a iterations (default: --steps-b)")
     p.add_argument("--steps-b", type=int, help="steps of the single workflow (default 2000)")
     p.add_argument("--workflows-c", type=int, help="concurrent workflows (default 200)")
     p.add_argument("--steps-c", type=int, help="steps per concurrent workflow (default 50)")
@@ -94,8 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {
-        "repeat": 1 if quick else 3,
-        "commits": 300 if quick else 3000,
+        "repeat": 1 if quick else 5,
+        "dbos_repeat": 1 if quick else 3,
         "steps_b": 200 if quick else 2000,
         "workflows_c": 20 if quick else 200,
         "steps_c": 10 if quick else 50,
@@ -104,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    # As many commits as (b) has steps, on an equally fresh file: same WAL growth.
+    args.commits = args.commits or args.steps_b
     args.pg_dsn = args.pg_dsn or os.environ.get("LITEFLEET_BENCH_PG") or None
     return args
 
@@ -178,23 +181,35 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _by_round(summary: dict[str, Any]) -> dict[int, float]:
+    return {r["round"]: r["value"] for r in summary.get("runs", []) if "value" in r}
+
+
 def ratios(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ratio is the median of per-round ratios: a round's parts ran minutes apart at
+    most, so pairing them cancels much of the machine's drift between rounds."""
     rows = []
     for t in TARGETS:
-        num = parts.get(t.num, {}).get("median")
-        den = parts.get(t.den, {}).get("median") if t.den else 1.0
         if t.num not in parts or (t.den and t.den not in parts):
             continue
         row: dict[str, Any] = {"name": t.name, "target": t.goal or None}
-        if num is None or den is None:
-            missing = t.num if num is None else t.den
-            row["error"] = f"{missing}: {parts[missing or ''].get('error', 'no figure')}"
+        num, den = parts[t.num], parts[t.den] if t.den else None
+        broken = [(p, s) for p, s in ((t.num, num), (t.den, den)) if s and "median" not in s]
+        if broken:
+            row["error"] = f"{broken[0][0]}: {broken[0][1].get('error', 'no figure')}"
+            rows.append(row)
+            continue
+        if den is None:
+            row["value"] = num["median"]
         else:
-            value = num / den
-            row["value"] = value
-            if t.goal:
-                met = value >= t.goal if t.higher_is_better else value <= t.goal
-                row["met"] = met
+            nums, dens = _by_round(num), _by_round(den)
+            paired = [nums[r] / dens[r] for r in sorted(nums) if r in dens]
+            row["per_round"] = paired
+            row["of_medians"] = num["median"] / den["median"]
+            row["value"] = statistics.median(paired) if paired else row["of_medians"]
+        if t.goal:
+            ok = row["value"] >= t.goal if t.higher_is_better else row["value"] <= t.goal
+            row["met"] = ok
         rows.append(row)
     return rows
 
@@ -214,7 +229,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"python {m['python']}, SQLite {m['sqlite_apsw']} (apsw) / {m['sqlite_stdlib']} "
         f"(stdlib, used by DBOS), dbos {m['dbos']}, commit {m['git_commit']}"
     )
-    print(f"rounds: {args.repeat} (median shown; min..max in brackets)\n")
+    print(
+        f"rounds: {args.repeat} ({min(args.dbos_repeat, args.repeat)} with DBOS); medians, "
+        "min..max in brackets; ratios are medians of per-round ratios\n"
+    )
     sizes = {"steps_b": args.steps_b, "workflows_c": args.workflows_c, "steps_c": args.steps_c}
     for part, s in result["parts"].items():
         label = LABELS[part].format(**sizes)
@@ -259,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(args.repeat):
             for part in parts:
-                if part in skipped:
+                if part in skipped or (part.startswith("dbos_") and rnd >= args.dbos_repeat):
                     continue
-                res = measure(part, args, tmp / f"r{rnd}-{part}")
+                res = {"round": rnd, **measure(part, args, tmp / f"r{rnd}-{part}")}
                 runs[part].append(res)
                 shown = f"{fmt(res['value'])} {res['unit']}" if "value" in res else res["error"]
                 print(f"round {rnd + 1}/{args.repeat} {part}: {shown}", file=sys.stderr)
@@ -275,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": _machine.describe(tmp, REPO),
             "config": {
                 "repeat": args.repeat,
+                "dbos_repeat": min(args.dbos_repeat, args.repeat),
                 "commits": args.commits,
                 "steps_b": args.steps_b,
                 "workflows_c": args.workflows_c,
