@@ -24,6 +24,7 @@ from agent_runtime import (
     wait_for_signal,
     workflow,
 )
+from tests.pg_fixtures import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 CALLS: Counter[str] = Counter()
 
@@ -166,7 +167,17 @@ APP = [
 ]
 
 
-def with_runtime(db: Path, body: Callable[[Runtime], Awaitable[Any]], app: list[Any] = APP) -> Any:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same engine tests on each backend: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.db")
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+def with_runtime(
+    db: Path | str, body: Callable[[Runtime], Awaitable[Any]], app: list[Any] = APP
+) -> Any:
     async def main() -> Any:
         async with Runtime(db=str(db), app=app) as rt:
             return await body(rt)
@@ -178,9 +189,7 @@ def kinds(events: list[ar.Event]) -> list[str]:
     return [e.kind for e in events]
 
 
-def test_completed_steps_are_not_rerun_after_restart(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-
+def test_completed_steps_are_not_rerun_after_restart(db: str) -> None:
     async def first(rt: Runtime) -> str:
         r = await rt.submit("two_steps_then_signal", {"x": 21}, id="r1")
         for _ in range(100):
@@ -202,14 +211,14 @@ def test_completed_steps_are_not_rerun_after_restart(tmp_path: Path) -> None:
     assert CALLS == {"a": 1, "blocking": 1, "c": 1}  # a and b replayed, not re-executed
 
 
-def test_history_is_ordered_and_complete(tmp_path: Path) -> None:
+def test_history_is_ordered_and_complete(db: str) -> None:
     async def body(rt: Runtime) -> list[ar.Event]:
         await rt.submit("two_steps_then_signal", {"x": 1}, id="h")
         await rt.signal("h", "approve", True)  # sent before the wait: kept
         await rt.wait("h", timeout=10)
         return await rt.history("h")
 
-    events = with_runtime(tmp_path / "t.db", body)
+    events = with_runtime(db, body)
     assert kinds(events) == [
         "run_submitted",
         "step_completed",
@@ -222,14 +231,14 @@ def test_history_is_ordered_and_complete(tmp_path: Path) -> None:
     assert [e.position for e in events[1:5]] == [0, 1, 2, 3]
 
 
-def test_retry_records_every_attempt(tmp_path: Path) -> None:
+def test_retry_records_every_attempt(db: str) -> None:
     FLAKY_FAILURES["left"] = 2
 
     async def body(rt: Runtime) -> tuple[ar.Run, list[ar.Event]]:
         r = await rt.submit("uses_flaky")
         return await rt.wait(r.id, timeout=10), await rt.history(r.id)
 
-    done, events = with_runtime(tmp_path / "t.db", body)
+    done, events = with_runtime(db, body)
     assert done.result == "ok"
     assert CALLS["flaky"] == 3
     attempts = [(e.kind, e.attempt) for e in events if e.name and "flaky" in e.name]
@@ -240,37 +249,39 @@ def test_retry_records_every_attempt(tmp_path: Path) -> None:
     ]
     first_failure = next(e for e in events if e.kind == "step_attempt_failed")
     assert first_failure.data["error"] == {"type": "ConnectionError", "message": "upstream hiccup"}
-    assert first_failure.data["retry_at"] >= first_failure.created_at
+    # retry_at is set when the attempt fails, before the commit stamps created_at
+    assert events[0].created_at <= first_failure.data["retry_at"]
+    assert first_failure.data["retry_at"] <= first_failure.created_at + 0.05  # max_interval
 
 
-def test_non_retryable_error_fails_the_step_at_once(tmp_path: Path) -> None:
+def test_non_retryable_error_fails_the_step_at_once(db: str) -> None:
     async def body(rt: Runtime) -> ar.Run:
         r = await rt.submit("catches_step_failure")
         return await rt.wait(r.id, timeout=10)
 
-    done = with_runtime(tmp_path / "t.db", body)
+    done = with_runtime(db, body)
     assert done.result == {"caught": "KeyError", "attempts": 1}
     assert CALLS["permanent"] == 1
 
 
-def test_exhausted_retries_fail_the_run(tmp_path: Path) -> None:
+def test_exhausted_retries_fail_the_run(db: str) -> None:
     async def body(rt: Runtime) -> ar.Run:
         r = await rt.submit("fails")
         return await rt.wait(r.id, timeout=10)
 
-    done = with_runtime(tmp_path / "t.db", body)
+    done = with_runtime(db, body)
     assert done.status == "failed"
     assert done.error is not None
     assert done.error["type"] == "StepFailed"
     assert "after 2 attempt(s): RuntimeError: boom" in done.error["message"]
 
 
-def test_step_timeout_is_a_retryable_failure(tmp_path: Path) -> None:
+def test_step_timeout_is_a_retryable_failure(db: str) -> None:
     async def body(rt: Runtime) -> tuple[ar.Run, list[ar.Event]]:
         r = await rt.submit("times_out")
         return await rt.wait(r.id, timeout=10), await rt.history(r.id)
 
-    done, events = with_runtime(tmp_path / "t.db", body)
+    done, events = with_runtime(db, body)
     assert done.status == "failed"
     assert [e.kind for e in events if e.kind.startswith("step")] == [
         "step_attempt_failed",
@@ -279,9 +290,7 @@ def test_step_timeout_is_a_retryable_failure(tmp_path: Path) -> None:
     assert "timed out after 0.05 s" in events[1].data["error"]["message"]
 
 
-def test_durable_sleep_holds_no_task_and_survives_restart(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-
+def test_durable_sleep_holds_no_task_and_survives_restart(db: str) -> None:
     async def first(rt: Runtime) -> None:
         await rt.submit("sleeper", {"seconds": 1.0}, id="s")
         for _ in range(100):
@@ -304,7 +313,7 @@ def test_durable_sleep_holds_no_task_and_survives_restart(tmp_path: Path) -> Non
     assert CALLS == {"before": 1, "after": 1}
 
 
-def test_signal_wait_timeout_raises_in_the_workflow(tmp_path: Path) -> None:
+def test_signal_wait_timeout_raises_in_the_workflow(db: str) -> None:
     async def body(rt: Runtime) -> tuple[ar.Run, ar.Run]:
         a = await rt.submit("waits_with_timeout", {"timeout": 0.2})
         b = await rt.submit("waits_with_timeout", {"timeout": 30})
@@ -312,12 +321,12 @@ def test_signal_wait_timeout_raises_in_the_workflow(tmp_path: Path) -> None:
         await rt.signal(b.id, "go", "hello")
         return await rt.wait(a.id, timeout=10), await rt.wait(b.id, timeout=10)
 
-    timed_out, signalled = with_runtime(tmp_path / "t.db", body)
+    timed_out, signalled = with_runtime(db, body)
     assert timed_out.result == "timed out"
     assert signalled.result == "hello"
 
 
-def test_signals_are_consumed_once_oldest_first(tmp_path: Path) -> None:
+def test_signals_are_consumed_once_oldest_first(db: str) -> None:
     @workflow(name="two_waits")
     async def two_waits() -> list[Any]:
         return [await wait_for_signal("n"), await wait_for_signal("n")]
@@ -329,19 +338,19 @@ def test_signals_are_consumed_once_oldest_first(tmp_path: Path) -> None:
         await rt.signal(r.id, "n", 3)  # stays buffered
         return await rt.wait(r.id, timeout=10)
 
-    done = with_runtime(tmp_path / "t.db", body, app=[two_waits])
+    done = with_runtime(db, body, app=[two_waits])
     assert done.result == [1, 2]
 
 
-def test_signal_to_unknown_run(tmp_path: Path) -> None:
+def test_signal_to_unknown_run(db: str) -> None:
     async def body(rt: Runtime) -> None:
         with pytest.raises(ar.RunNotFound):
             await rt.signal("nope", "x")
 
-    with_runtime(tmp_path / "t.db", body)
+    with_runtime(db, body)
 
 
-def test_cancel_waiting_and_running_runs(tmp_path: Path) -> None:
+def test_cancel_waiting_and_running_runs(db: str) -> None:
     async def body(rt: Runtime) -> tuple[ar.Run, ar.Run, list[ar.Event]]:
         waiting = await rt.submit("two_steps_then_signal", {"x": 1})
         running = await rt.submit("long_running")
@@ -353,12 +362,12 @@ def test_cancel_waiting_and_running_runs(tmp_path: Path) -> None:
         assert (await rt.cancel(running.id)).status == "cancelled"  # idempotent
         return c1, c2, await rt.history(running.id)
 
-    c1, c2, events = with_runtime(tmp_path / "t.db", body)
+    c1, c2, events = with_runtime(db, body)
     assert (c1.status, c2.status) == ("cancelled", "cancelled")
     assert kinds(events) == ["run_submitted", "run_cancelled"]
 
 
-def test_client_chosen_ids_are_idempotent(tmp_path: Path) -> None:
+def test_client_chosen_ids_are_idempotent(db: str) -> None:
     async def body(rt: Runtime) -> tuple[bool, bool, int]:
         _, created1 = await rt.submit_run("parallel_steps", {}, id="same")
         _, created2 = await rt.submit_run("parallel_steps", {}, id="same")
@@ -366,14 +375,12 @@ def test_client_chosen_ids_are_idempotent(tmp_path: Path) -> None:
         page = await rt.list_runs()
         return created1, created2, len(page.runs)
 
-    created1, created2, n = with_runtime(tmp_path / "t.db", body)
+    created1, created2, n = with_runtime(db, body)
     assert (created1, created2, n) == (True, False, 1)
     assert CALLS == {"p1": 1, "p2": 1, "p3": 1}
 
 
-def test_non_determinism_names_both_commands(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-
+def test_non_determinism_names_both_commands(db: str) -> None:
     @workflow(name="evolving")
     async def v1() -> str:
         await count("a")
@@ -412,9 +419,7 @@ def test_non_determinism_names_both_commands(tmp_path: Path) -> None:
     assert issubclass(NonDeterminismError, ar.AgentRuntimeError)
 
 
-def test_recorded_values_are_stable_across_replay(tmp_path: Path) -> None:
-    db = tmp_path / "t.db"
-
+def test_recorded_values_are_stable_across_replay(db: str) -> None:
     async def first(rt: Runtime) -> list[ar.Event]:
         await rt.submit("records_values", id="v")
         for _ in range(100):
@@ -437,17 +442,17 @@ def test_recorded_values_are_stable_across_replay(tmp_path: Path) -> None:
     assert done.result["now"].startswith(time.strftime("%Y-%m-%d", time.gmtime(values[0])))
 
 
-def test_concurrent_steps_get_deterministic_positions(tmp_path: Path) -> None:
+def test_concurrent_steps_get_deterministic_positions(db: str) -> None:
     async def body(rt: Runtime) -> tuple[ar.Run, list[ar.Event]]:
         r = await rt.submit("parallel_steps")
         return await rt.wait(r.id, timeout=10), await rt.history(r.id)
 
-    done, events = with_runtime(tmp_path / "t.db", body)
+    done, events = with_runtime(db, body)
     assert done.result == ["p1-done", "p2-done", "p3-done"]
     assert sorted(e.position for e in events if e.kind == "step_completed") == [0, 1, 2]
 
 
-def test_bad_submissions(tmp_path: Path) -> None:
+def test_bad_submissions(db: str) -> None:
     async def body(rt: Runtime) -> None:
         with pytest.raises(ar.WorkflowNotFound):
             await rt.submit("missing")
@@ -460,7 +465,7 @@ def test_bad_submissions(tmp_path: Path) -> None:
         with pytest.raises(ar.InvalidInput):
             await rt.list_runs(status="bogus")
 
-    with_runtime(tmp_path / "t.db", body)
+    with_runtime(db, body)
 
 
 def test_a_second_process_cannot_open_the_same_database(tmp_path: Path) -> None:
@@ -474,7 +479,7 @@ def test_a_second_process_cannot_open_the_same_database(tmp_path: Path) -> None:
     with_runtime(db, body)
 
 
-def test_list_paging_and_filters(tmp_path: Path) -> None:
+def test_list_paging_and_filters(db: str) -> None:
     async def body(rt: Runtime) -> None:
         ids = [(await rt.submit("parallel_steps", id=f"p{i}")).id for i in range(5)]
         waiting = await rt.submit("two_steps_then_signal", {"x": 1}, id="w")
@@ -491,7 +496,7 @@ def test_list_paging_and_filters(tmp_path: Path) -> None:
         by_wf = await rt.list_runs(workflow="two_steps_then_signal")
         assert [r.id for r in by_wf.runs] == [waiting.id]
 
-    with_runtime(tmp_path / "t.db", body)
+    with_runtime(db, body)
 
 
 def test_refuses_sqlite_with_the_wal_reset_bug(
@@ -506,7 +511,7 @@ def test_refuses_sqlite_with_the_wal_reset_bug(
     assert not (tmp_path / "old.db").exists()
 
 
-def test_concurrent_runs_share_commits(tmp_path: Path) -> None:
+def test_concurrent_runs_share_commits(db: str) -> None:
     from agent_runtime import _metrics
 
     ops_before, batches_before = _metrics.BATCH_SIZE.sum, _metrics.BATCH_SIZE.count
@@ -515,7 +520,7 @@ def test_concurrent_runs_share_commits(tmp_path: Path) -> None:
         runs = [await rt.submit("parallel_steps") for _ in range(50)]
         return [await rt.wait(r.id, timeout=30) for r in runs]
 
-    done = with_runtime(tmp_path / "t.db", body)
+    done = with_runtime(db, body)
     assert {r.status for r in done} == {"completed"}
     ops = _metrics.BATCH_SIZE.sum - ops_before
     batches = _metrics.BATCH_SIZE.count - batches_before
