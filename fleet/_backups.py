@@ -148,11 +148,11 @@ def pull(
     The running container is not touched. The copy is checked (PRAGMA integrity_check)
     before it replaces ``out``.
     """
+    stamp = parse_timestamp(at) if at else None
     if out.exists() and not force:
         raise InvalidArgument(f"{out} exists", "pass --force to overwrite it, or -o another path")
     if backup_state(s3, tenant).txid == 0:
         raise BackupNotFound(tenant, s3.bucket)
-    stamp = parse_timestamp(at) if at else None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fleet-pull-", dir=out.parent) as tmp:
         config = Path(tmp, "litestream.yml")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from . import _output as show
@@ -455,15 +454,10 @@ def _repo_root() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; the one place errors become a message and an exit code."""
+    # Typer handles its own usage errors, --help and Ctrl-C (standalone mode, SystemExit);
+    # everything a command raises lands here.
     try:
-        rv = app(args=argv, prog_name="fleet", standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail(Aborted("aborted"))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(Aborted("interrupted"))
+        app(args=argv, prog_name="fleet")
     except Exception as exc:
         err = translate(exc)
         if err is None:
@@ -474,7 +468,6 @@ def main(argv: list[str] | None = None) -> None:
             )
             err.exit_code = 70
         _fail(err)
-    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _fail(err: FleetError) -> None:

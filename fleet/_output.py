@@ -18,6 +18,7 @@ from ._inspect import Report
 from ._status import TenantStatus
 from ._tenants import Removal, RmResult, UpResult
 
+
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # Piped output keeps whole table rows (Rich would wrap them at 80 columns).

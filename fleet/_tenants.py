@@ -259,6 +259,7 @@ def down(fleet: Fleet, tenant: str) -> tuple[Tenant, bool]:
 def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
     """Remove the container and the volume; with ``purge`` also the backup."""
     names.check_tenant(tenant)
+    s3 = fleet.s3(start=False) if purge else None  # fail before deleting anything
     t = _find_or_none(fleet, tenant)
     removed_container = removed_volume = False
     hosts = [t.host] if t else fleet.hosts
@@ -276,7 +277,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
             removed_volume = True
         except docker.errors.NotFound:
             pass
-    purged = purge_backup(fleet.s3(start=False), tenant) if purge else None
+    purged = purge_backup(s3, tenant) if s3 is not None else None
     if not (removed_container or removed_volume or purged):
         raise TenantNotFound(tenant)
     return RmResult(tenant, removed_container, removed_volume, purged)
