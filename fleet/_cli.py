@@ -33,9 +33,12 @@ app.add_typer(image_app, name="image")
 
 # -- shared options
 
-Tenant = Annotated[str, typer.Argument(help="Tenant name (a DNS label: a-z, 0-9, '-').")]
+Tenant = Annotated[
+    str, typer.Argument(help="Tenant name (a DNS label: a-z, 0-9, '-').", metavar="TENANT")
+]
 Labels = Annotated[
-    list[str] | None, typer.Option("--label", "-l", help="Label k=v (repeatable; all must match).")
+    list[str] | None,
+    typer.Option("--label", "-l", help="Label k=v (repeatable; all must match).", metavar="K=V"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -93,7 +96,8 @@ def up(
     memory: Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")] = "256m",
     cpus: Annotated[float, typer.Option(help="CPU limit in cores.")] = 0.5,
     env: Annotated[
-        list[str] | None, typer.Option("--env", "-e", help="Extra env K=V for the runtime.")
+        list[str] | None,
+        typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
     ] = None,
     host: Annotated[
         str | None, typer.Option(help="Host from FLEET_HOSTS (default: the first).")
