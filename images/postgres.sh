@@ -43,7 +43,8 @@ if [[ $EUID -eq 0 ]]; then
 else
     RUN_AS=()
 fi
-as_pg() { "${RUN_AS[@]}" "$@"; }
+# From / : the server's user may not be allowed into the caller's working directory.
+as_pg() { (cd / && "${RUN_AS[@]}" "$@"); }
 
 # The data directory must be reachable by the server's user. If a parent directory of the
 # repo is closed to `postgres` (say the clone lives under /root), keep the cluster in the
@@ -58,8 +59,10 @@ resolve_datadir() {
         mkdir -p "$alt" && chown postgres: "$alt" && chmod 700 "$alt"
         [[ -L "$DATA" || ! -e "$DATA" ]] || die "$DATA exists but postgres cannot reach it"
         ln -sfn "$alt/data" "$DATA"
+        ln -sfn "$alt/postgres.log" "$LOG"
         DATA="$alt/data"
         SOCK="$alt/run"
+        LOG="$alt/postgres.log"
     fi
     # Unix socket paths are limited to ~107 bytes.
     if (( ${#SOCK} > 80 )); then SOCK="/tmp/litefleet-pg-$PORT"; fi
