@@ -204,8 +204,6 @@ def up(
         network=network,
         db_url=db_url,
     )
-    # docker SDK 7.x create() has no stop_timeout; `down` passes the timeout to stop().
-    cfg.pop("stop_timeout", None)
     log.info("creating tenant", tenant=tenant, host=target.name, image=image)
     try:
         container = client.containers.create(**cfg)
