@@ -15,7 +15,8 @@ SELF=/opt/litefleet/bin/litefleet-entrypoint
 LITESTREAM_VARS=(PATH HOME TENANT LITEFLEET_S3_ENDPOINT LITEFLEET_S3_BUCKET LITEFLEET_S3_REGION
                  LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY)
 
-die() { echo "litefleet-entrypoint: $*" >&2; exit 64; }
+log() { echo "litefleet-entrypoint: $*" >&2; }
+die() { log "$*"; exit 64; }
 
 serve() {
     exec agent-runtime serve --db "$1" --app "${AGENT_RUNTIME_APP:-agent_runtime.examples}" \
@@ -57,10 +58,24 @@ export LITEFLEET_S3_REGION="${LITEFLEET_S3_REGION:-us-east-1}"
 umask 077
 ( unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY; export -p ) >"$APP_ENV"
 
-(
-    only_env "${LITESTREAM_VARS[@]}"
-    exec litestream restore -config "$CONFIG" -if-db-not-exists -if-replica-exists "$DB"
-) || die "restoring $DB from the replica failed"
+if [[ -e "$DB" ]]; then
+    log "using $DB from the volume"
+else
+    t0=$EPOCHREALTIME
+    (
+        only_env "${LITESTREAM_VARS[@]}"
+        exec litestream restore -config "$CONFIG" -if-db-not-exists -if-replica-exists "$DB"
+    ) || die "restoring $DB from the replica failed"
+    ms=$(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 ))
+    if [[ -e "$DB" ]]; then
+        log "restored $DB from replica tenants/$TENANT in ${ms} ms"
+    else
+        log "no replica at tenants/$TENANT: starting with an empty database"
+        # Create it now (WAL, no tables: the runtime migrates it) so litestream attaches at
+        # once instead of after the runtime's first write.
+        python3 -c 'import apsw, sys; apsw.Connection(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' "$DB"
+    fi
+fi
 
 only_env "${LITESTREAM_VARS[@]}"
 exec litestream replicate -config "$CONFIG" -exec "$SELF serve-app"
