@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 
 from agent_runtime import _metrics
 from agent_runtime._errors import StorageError
@@ -30,6 +31,18 @@ pytestmark = [pytest.mark.postgres, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    # Other tests may leave structlog writing to a stream pytest has closed since; the
+    # retry paths here log warnings, so give them a live one.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(40),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    yield
 
 
 @pytest.fixture
