@@ -79,6 +79,9 @@ class _Pool:
                 else:
                     self._idle.append(conn)
 
+    def put(self, conn: Conn) -> None:
+        self._idle.append(conn)
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
@@ -119,7 +122,7 @@ class PostgresStore:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StorageError(
             f"PostgreSQL at {redacted(self.dsn)} failed: {reason}",
-            hint="is the server running and the DSN right? (make postgres starts a local one)",
+            hint="is the server up and the DSN right? `make postgres` starts a local one",
         )
 
     async def _call(
@@ -228,6 +231,8 @@ class PostgresStore:
 
     async def open(self) -> None:
         try:
+            # One plain attempt first: a wrong DSN or password fails at once, unretried.
+            self._pool.put(await _connect(self.dsn))
             await self._call(ops.op_schema)
         except StorageError:
             raise
