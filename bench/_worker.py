@@ -24,8 +24,12 @@ def measure(part: str, params: dict[str, Any]) -> dict[str, Any]:
     if part in ("b", "c", "pg_b", "pg_c"):
         import _runtime_parts
 
-        db = os.environ["LITEFLEET_BENCH_PG"] if part.startswith("pg_") else str(db_path)
-        return _runtime_parts.run(part, db, params["workflows"], params["steps"])
+        if part.startswith("pg_"):
+            import _pg
+
+            with _pg.fresh_database(os.environ["LITEFLEET_BENCH_PG"]) as dsn:
+                return _runtime_parts.run(part, dsn, params["workflows"], params["steps"])
+        return _runtime_parts.run(part, str(db_path), params["workflows"], params["steps"])
     if part in ("dbos_b", "dbos_c"):
         import _dbos_parts
 
