@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps-c", type=int, help="steps per concurrent workflow (default 50)")
     p.add_argument("--settle", type=float, help="idle seconds before reading RSS (default 2)")
     p.add_argument("--timeout", type=float, default=900.0, help="per measurement, seconds")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        help="where the databases go (default: build/ in the repository, on its disk);\n"
+        "a tmpfs such as /dev/shm takes fsync out and shows the CPU cost alone",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir with the databases")
     args = p.parse_args(argv)
     quick = args.quick
@@ -289,9 +295,9 @@ def command_line(argv: list[str], dsn: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = select_parts(args.only, bool(args.pg_dsn))
-    build = REPO / "build"
-    build.mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=build))
+    base = args.dir or REPO / "build"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
     skipped: dict[str, str] = {}
     if any(p.startswith("dbos_") for p in parts):
         problem = dbos_problem()
