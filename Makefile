@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
 
-.PHONY: setup engine images postgres test test-fast demo bench lint typecheck check clean
+.PHONY: setup engine images postgres test test-fast demo demo-runtime bench lint typecheck check clean
 
 # .venv with the project in editable mode and its dev dependencies.
 setup: $(VENV)/.stamp-setup
@@ -34,7 +34,12 @@ test: setup engine images postgres
 test-fast: setup
 	$(BIN)/pytest -q -m "not docker and not postgres"
 
-demo: setup
+# The fleet story on the embedded object store (see fleet/_demo.py).
+demo: setup engine images
+	$(BIN)/python -m fleet._demo
+
+# The runtime alone: serve the examples, drive a run, kill -9, resume.
+demo-runtime: setup
 	$(BIN)/python -m agent_runtime.examples.demo
 
 bench: setup engine images postgres
