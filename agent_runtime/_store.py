@@ -145,8 +145,9 @@ class Store(Protocol):
     # -- execution (fenced by owner)
     async def claim(self, owner: str, now: float, limit: int, lease_s: float) -> list[Run]:
         """Take runnable runs: pending ones, sleeping/waiting ones whose ``wake_at`` passed,
-        and running ones whose lease expired (or, when ``exclusive``, any running one not
-        owned by ``owner``). Marks them ``running`` and owned by ``owner``."""
+        and running ones held by another owner whose lease expired (or, when
+        ``exclusive``, any running one not owned by ``owner``: the previous process is
+        gone). Marks them ``running`` and owned by ``owner``."""
         ...
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_s: float) -> None: ...
@@ -186,8 +187,11 @@ class Store(Protocol):
         position, data ``{"deadline": ...}``) and move the run to ``waiting`` with
         ``wake_at=deadline``, releasing it. If there is none and the deadline passed,
         write nothing and return ``found=False`` (the caller records the timeout).
-        If ``position`` is already closed, return the stored terminal event in ``stored``
-        and consume nothing. None when the fence does not hold."""
+        If ``position`` is already closed, return ``found=False`` with the stored terminal
+        event (received or timed out) in ``stored``, and consume nothing; ``stored`` is
+        None whenever this call consumed a signal. None when the fence does not hold.
+        Event ``seq`` values are ordered; whether they count per run or per database is
+        the backend's choice."""
         ...
 
     async def cancel(self, run_id: str) -> Run | None:
