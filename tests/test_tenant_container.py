@@ -211,3 +211,26 @@ def test_sigterm_mid_run_exits_cleanly_and_run_resumes(start_tenant: StartTenant
 
     last = datetime.fromisoformat(after[-1]["at"]).timestamp()
     assert last >= restarted_at - 1.0, "run finished before the restart: nothing resumed"
+
+
+def test_tenants_reach_the_store_but_not_each_other(
+    start_tenant: StartTenant, object_store: ObjectStore
+) -> None:
+    a, b = start_tenant(), start_tenant()
+    b.container.reload()
+    b_ip = next(iter(b.container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    probe = (
+        "import sys, urllib.request\n"
+        "try:\n"
+        "    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+
+    def fetch(url: str) -> str:
+        _, out = a.container.exec_run(["python3", "-c", probe, url])
+        return str(out.decode().strip())
+
+    assert fetch(f"{object_store.tenant_endpoint}/{object_store.bucket}") == "200"
+    assert fetch(f"http://{b_ip}:8080/healthz") in ("URLError", "TimeoutError")
+    assert fetch("http://127.0.0.1:8080/healthz") == "200"  # its own API, for contrast
