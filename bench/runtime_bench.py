@@ -254,9 +254,11 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         f"python {m['python']}, SQLite {m['sqlite_apsw']} (apsw) / {m['sqlite_stdlib']} "
         f"(stdlib, used by DBOS), dbos {m['dbos']}, commit {m['git_commit']}"
     )
+    with_dbos = any(p.startswith("dbos_") for p in result["parts"])
+    dbos_rounds = f" ({min(args.dbos_repeat, args.repeat)} with DBOS)" if with_dbos else ""
     print(
-        f"rounds: {args.repeat} ({min(args.dbos_repeat, args.repeat)} with DBOS); medians, "
-        "min..max in brackets; ratios are medians of per-round ratios\n"
+        f"rounds: {args.repeat}{dbos_rounds}; medians, min..max in brackets; "
+        "ratios are medians of per-round ratios\n"
     )
     sizes = {"steps_b": args.steps_b, "workflows_c": args.workflows_c, "steps_c": args.steps_c}
     for part, s in result["parts"].items():
