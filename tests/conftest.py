@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+pytest_plugins = ["tests.docker_fixtures", "tests.pg_fixtures"]
+
 # Tests that start containers cannot pull testcontainers' reaper image here.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
