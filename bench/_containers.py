@@ -138,7 +138,8 @@ def cgroup_memory(container_id: str) -> dict[str, int]:
 
 def host_memory() -> dict[str, int]:
     """MiB from /proc/meminfo; ``used`` is what free(1) prints (total - free - buffers/cache)."""
-    info = {ln.split(":")[0]: int(ln.split()[1]) for ln in open("/proc/meminfo")}
+    lines = Path("/proc/meminfo").read_text().splitlines()
+    info = {ln.split(":")[0]: int(ln.split()[1]) for ln in lines}
     cache = info["Buffers"] + info["Cached"] + info.get("SReclaimable", 0)
     mib = {
         "total": info["MemTotal"],
@@ -164,6 +165,12 @@ def host_processes_mib(names: tuple[str, ...]) -> dict[str, dict[str, float]]:
             out[comm]["rss_mib"] += _kib(proc / "status", "VmRSS") / 1024
             out[comm]["pss_mib"] += _kib(proc / "smaps_rollup", "Pss") / 1024
     return out
+
+
+def cpu_seconds() -> float:
+    """Host CPU time used so far by everything (busy jiffies of /proc/stat), in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_busy(seconds: float) -> float:
