@@ -8,7 +8,8 @@ Layout: the operations live in ``_postgres_ops`` as ``op_*(conn, ...)`` function
 inside a transaction they are given. ``_call`` runs one in a transaction of its own and
 retries it on serialization failures, deadlocks and lost connections. Fenced executor
 writes (``append``, ``take_signal``) instead go to one writer task that commits everything
-queued at that moment in a single transaction (group commit: one WAL flush for many runs).
+queued at that moment in a single transaction (group commit: one WAL flush for many runs),
+in a few pipelined statements for the whole batch (``_postgres_batch``).
 Runnable work is announced with NOTIFY; ``wait_for_work`` LISTENs for it.
 """
 
@@ -30,6 +31,7 @@ from psycopg.pq import TransactionStatus
 from . import _metrics
 from . import _postgres_ops as ops
 from ._errors import InvalidInput, StorageError
+from ._postgres_batch import Append, Work, op_write_batch
 from ._postgres_ops import Conn
 from ._postgres_schema import WORK_CHANNEL
 from ._store import Event, Run, RunPage, SignalOutcome, Transition
@@ -102,7 +104,7 @@ def _storage_error(dsn: str, exc: Exception) -> StorageError:
 @dataclasses.dataclass(slots=True)
 class _Job:
     run_id: str
-    op: Callable[[Conn], Awaitable[Any]]
+    work: Work
     future: asyncio.Future[Any]
 
 
@@ -156,8 +158,9 @@ class _Writer:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = await _connect(self._dsn)
-                async with self._conn.transaction():
-                    results = [await job.op(self._conn) for job in batch]
+                # Pipelined: the batch's few statements share round trips (_postgres_batch).
+                async with self._conn.pipeline(), self._conn.transaction():
+                    results = await op_write_batch(self._conn, [(j.run_id, j.work) for j in batch])
             except psycopg.OperationalError as exc:
                 if attempt == _ATTEMPTS:
                     for job in batch:
@@ -234,12 +237,12 @@ class PostgresStore:
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
-    async def _write(self, run_id: str, op: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _write(self, run_id: str, work: Work) -> Any:
         """Queue a fenced write for its group-commit writer and wait for the commit."""
         if not self._writers:
             raise StorageError("the store is not open")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writers[hash(run_id) % len(self._writers)].submit(_Job(run_id, op, fut))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writers[hash(run_id) % len(self._writers)].submit(_Job(run_id, work, fut))
         return await fut
 
     async def _listen_loop(self) -> None:
@@ -340,9 +343,13 @@ class PostgresStore:
         owner: str,
         events: Sequence[Event],
         transition: Transition | None = None,
+        *,
+        solo: bool = False,  # a latency hint for SQLite; batching serves both cases here
     ) -> list[Event] | None:
-        evs = list(events)
-        return await self._write(run_id, lambda c: ops.op_append(c, run_id, owner, evs, transition))
+        stored: list[Event] | None = await self._write(
+            run_id, Append(run_id, owner, list(events), transition)
+        )
+        return stored
 
     # -- signals
 
@@ -358,9 +365,10 @@ class PostgresStore:
         deadline: float | None,
         now: float,
     ) -> SignalOutcome | None:
-        return await self._write(
+        outcome: SignalOutcome | None = await self._write(
             run_id, lambda c: ops.op_take_signal(c, run_id, owner, position, name, deadline, now)
         )
+        return outcome
 
     async def cancel(self, run_id: str) -> Run | None:
         return await self._call(ops.op_cancel, run_id)

@@ -97,6 +97,117 @@ async def test_appends_of_concurrent_runs_share_a_transaction(
         assert [e.kind for e in await store.history(r.id)] == ["run_submitted", "step_completed"]
 
 
+def one_commit(before: tuple[float, float], jobs: int) -> bool:
+    """Whether exactly one group commit of ``jobs`` operations happened since ``before``."""
+    return (_metrics.BATCH_SIZE.count - before[0], _metrics.BATCH_SIZE.sum - before[1]) == (
+        1,
+        jobs,
+    )
+
+
+def batch_mark() -> tuple[float, float]:
+    return _metrics.BATCH_SIZE.count, _metrics.BATCH_SIZE.sum
+
+
+async def test_one_batch_keeps_fence_and_conflicts_per_operation(
+    stores: list[PostgresStore],
+) -> None:
+    store = stores[0]
+    for run_id in ("a", "b", "c", "d"):
+        await store.create_run(run_id, "wf", {})
+    assert len(await store.claim("w1", time.time(), 10, 30.0)) == 4
+    stored_c = await store.append("c", "w1", [step_at(0, "old")])
+    assert stored_c is not None
+    sleep = Transition(RunStatus.SLEEPING, wake_at=time.time() + 60, release=True)
+
+    mark = batch_mark()
+    a1, a2, b, c, d1, d2 = await asyncio.gather(
+        store.append("a", "w1", [step_at(0, "first")]),
+        store.append("a", "w1", [step_at(0, "again"), Event(EventKind.TIMER_STARTED, 1, "t")]),
+        store.append("b", "intruder", [step_at(0, "fenced")]),
+        store.append("c", "w1", [step_at(0, "new"), step_at(1, "one")]),
+        store.append("d", "w1", [], sleep),
+        store.append("d", "w1", [step_at(0, "after release")]),
+    )
+    assert one_commit(mark, 6)
+
+    # a: the second append's terminal event meets the first's (same batch): it gets that one
+    # back and takes no seq; its other event follows on.
+    assert a1 is not None and a2 is not None
+    assert [e.data for e in a2] == [{"result": "first"}, None] and a2[1].seq == a1[0].seq + 1
+    assert [(e.seq, e.kind, e.data) for e in await store.history("a")][1:] == [
+        (2, "step_completed", {"result": "first"}),
+        (3, "timer_started", None),
+    ]
+    # b: fenced, nothing written.
+    assert b is None and [e.kind for e in await store.history("b")] == ["run_submitted"]
+    # c: position 0 was closed before the batch: the stored event comes back.
+    assert c is not None and c[0] == stored_c[0] and (c[1].seq, c[1].data) == (3, {"result": "one"})
+    assert [e.seq for e in await store.history("c")] == [1, 2, 3]
+    # d: the release of the first append fences the second.
+    assert d1 == [] and d2 is None
+    run_d = await store.get_run("d")
+    assert run_d is not None and (run_d.status, run_d.owner) == ("sleeping", None)
+    assert [e.kind for e in await store.history("d")] == ["run_submitted"]
+    run_a = await store.get_run("a")
+    assert run_a is not None and (run_a.status, run_a.owner) == ("running", "w1")
+
+
+async def test_one_batch_keeps_the_order_of_a_runs_operations(
+    stores: list[PostgresStore],
+) -> None:
+    store = stores[0]
+    for run_id in ("a", "b"):
+        await store.create_run(run_id, "wf", {})
+    await store.claim("w1", time.time(), 10, 30.0)
+    await store.send_signal("a", "go", {"n": 1})
+    done = Transition(RunStatus.COMPLETED, result="ok", release=True)
+
+    mark = batch_mark()
+    results = await asyncio.gather(
+        store.append("a", "w1", [step_at(0, 0)]),
+        store.take_signal("a", "w1", 1, "go", None, time.time()),
+        store.append("a", "w1", [step_at(1, "late")]),  # position 1 closed by the signal
+        store.append("a", "w1", [step_at(2, 2)], done),
+        store.append("b", "w1", [step_at(0, "b")]),
+    )
+    assert one_commit(mark, 5)
+    first, signal_, late, last, other = results
+    assert first is not None and first[0].seq == 2
+    assert signal_ is not None and (signal_.found, signal_.payload) == (True, {"n": 1})
+    assert late is not None and late[0].kind == "signal_received"
+    assert last is not None and last[0].seq == 4
+    assert [(e.seq, e.kind) for e in await store.history("a")] == [
+        (1, "run_submitted"), (2, "step_completed"), (3, "signal_received"),
+        (4, "step_completed"),
+    ]  # fmt: skip
+    run_a = await store.get_run("a")
+    assert run_a is not None and (run_a.status, run_a.result, run_a.owner) == (
+        "completed", "ok", None,
+    )  # fmt: skip
+    assert other is not None and other[0].seq == 2
+
+
+async def test_a_faulty_operation_fails_alone(stores: list[PostgresStore]) -> None:
+    store = stores[0]
+    for run_id in ("a", "b"):
+        await store.create_run(run_id, "wf", {})
+    await store.claim("w1", time.time(), 10, 30.0)
+    bad = Event(EventKind.STEP_COMPLETED, 0, "s", 1, {"result": object()}, True)
+    good, failed = await asyncio.gather(
+        store.append("a", "w1", [step_at(0, 1)]),
+        store.append("b", "w1", [bad]),
+        return_exceptions=True,
+    )
+    assert isinstance(failed, TypeError)
+    assert isinstance(good, list) and good[0].seq == 2
+    assert [e.kind for e in await store.history("b")] == ["run_submitted"]
+
+
+def step_at(position: int, result: object) -> Event:
+    return Event(EventKind.STEP_COMPLETED, position, "s", 1, {"result": result}, True)
+
+
 async def test_wait_for_work_wakes_on_notify_from_another_store(
     stores: list[PostgresStore],
 ) -> None:
