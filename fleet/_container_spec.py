@@ -39,6 +39,7 @@ RESERVED_ENV = frozenset(
         "AGENT_RUNTIME_TOKEN",
         "AGENT_RUNTIME_APP",
         "AGENT_RUNTIME_DB",
+        "PGPASSWORD",
     }
 )
 
@@ -72,14 +73,16 @@ def tenant_container_config(
     labels: dict[str, str] | None = None,
     network: str | None = None,
     db_url: str | None = None,
+    db_password: str | None = None,
     name: str | None = None,
     tmp_size: str = "64m",
 ) -> dict[str, Any]:
     """Keyword arguments for ``docker_client.containers.create(**cfg)``.
 
     ``s3`` is required unless ``db_url`` (postgresql://...) selects the Postgres backend, which
-    has no local file to replicate. ``env`` adds variables for the app; the reserved ones
-    (RESERVED_ENV) always come from the other arguments.
+    has no local file to replicate; its password goes in ``db_password`` (PGPASSWORD), not in
+    the URL, which ends up on the runtime's command line. ``env`` adds variables for the app;
+    the reserved ones (RESERVED_ENV) always come from the other arguments.
     """
     if not _TENANT_RE.fullmatch(tenant):
         raise ValueError(f"invalid tenant name {tenant!r}")
@@ -96,6 +99,8 @@ def tenant_container_config(
     environment.update({"TENANT": tenant, "AGENT_RUNTIME_TOKEN": token, "AGENT_RUNTIME_APP": app})
     if db_url is not None:
         environment["AGENT_RUNTIME_DB"] = db_url
+        if db_password is not None:
+            environment["PGPASSWORD"] = db_password
     if s3 is not None and db_url is None:
         environment.update(
             {

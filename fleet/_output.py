@@ -42,6 +42,8 @@ def note(text: str) -> None:
 def up(result: UpResult) -> None:
     t = result.tenant
     verb = {"created": "created", "started": "started", "running": "already running"}[result.action]
+    if result.note:
+        err.print(f"note: {result.note}", markup=False, highlight=False)
     out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host.name}: API at {t.url}")
     if result.action != "running":
         out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
@@ -64,7 +66,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             t.health,
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
-            _bytes(s.db_bytes),
+            _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,
             _replication(s, now),
             ",".join(f"{k}={v}" for k, v in sorted(t.labels.items())) or "-",
         )

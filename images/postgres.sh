@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Local PostgreSQL for litefleet's tests and Postgres backend: one cluster under build/pg,
-# listening on 127.0.0.1 only. Idempotent; works as root on a fresh Debian 12 machine.
+# Local PostgreSQL for litefleet's tests and Postgres backend: one cluster under build/pg.
+# Idempotent; works as root on a fresh Debian 12 machine.
 #
 #   images/postgres.sh start|stop|status|url
 #
-# PGPORT overrides the port (default 54329). Database `litefleet`, role `litefleet` (password
-# `litefleet`, CREATEDB so tests can make a database each). Loopback-only test credentials.
+# PGPORT overrides the port (default 54329). Database `litefleet`, role `litefleet` (CREATEDB,
+# so tests can make a database each) with a random password kept in build/pg/password (0600);
+# `url` prints the DSN with it.
+#
+# Listens on 127.0.0.1 and, when a Docker engine answers, on the gateway IP of the tenants'
+# bridge network `litefleet` (created here as fleet/_objectstore.py creates it, if missing), so
+# `fleet up --db-url` tenants reach it. That gateway is a host address on the bridge, not on
+# the host's external interfaces. pg_hba admits loopback and that network's subnet only, with
+# password (scram) auth. A new gateway restarts a running server (its connections drop).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,8 +20,11 @@ PORT="${PGPORT:-54329}"
 PGHOME="$REPO/build/pg"
 DB=litefleet
 ROLE=litefleet
-PASSWORD=litefleet
+PASSWORD_FILE="$PGHOME/password"
 LOG="$PGHOME/postgres.log"
+NETWORK=litefleet
+GATEWAY=""
+SUBNET=""
 
 die() { echo "postgres.sh: $*" >&2; exit 1; }
 
@@ -83,16 +93,56 @@ ensure_cluster() {
         || { cat "$PGHOME/initdb.log" >&2; die "initdb failed"; }
 }
 
+# Sets GATEWAY and SUBNET of the `litefleet` Docker network (left empty without an engine).
+tenant_network() {
+    command -v docker >/dev/null && docker info >/dev/null 2>&1 || return 0
+    if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
+        # Same options as fleet's ensure_tenant_network: no traffic between tenants.
+        docker network create -o com.docker.network.bridge.enable_icc=false \
+            --label litefleet.managed=true "$NETWORK" >/dev/null 2>&1 || true
+    fi
+    local cfg
+    cfg="$(docker network inspect "$NETWORK" \
+        -f '{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{println}}{{end}}' 2>/dev/null \
+        | grep -E '^[0-9.]+ [0-9.]+/[0-9]+$' | head -n 1 || true)"
+    if [[ -n "$cfg" ]]; then read -r GATEWAY SUBNET <<<"$cfg"; fi
+}
+
+# stdin -> file $1 (the server's user owns it) unless it holds that already; 0 when written.
+write_if_changed() {
+    local new
+    new="$(cat)"
+    if [[ -f "$1" ]] && [[ "$(as_pg cat "$1")" == "$new" ]]; then return 1; fi
+    printf '%s\n' "$new" | as_pg tee "$1" >/dev/null
+}
+
+# Rewritten every start so PGPORT, network and script changes apply. Sets RESTART (server
+# settings changed) and RELOAD (pg_hba changed).
 configure() {
-    # Rewritten every start so PGPORT changes and script updates apply.
-    as_pg tee "$DATA/litefleet.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
+    RESTART=0 RELOAD=0
+    tenant_network
+    local listen="127.0.0.1" tenants=""
+    if [[ -n "$GATEWAY" ]]; then
+        listen="127.0.0.1,$GATEWAY"
+        tenants="host    all all $SUBNET scram-sha-256"
+    fi
+    write_if_changed "$DATA/litefleet.conf" <<EOF && RESTART=1
+listen_addresses = '$listen'
 port = $PORT
 unix_socket_directories = '$SOCK'
 max_connections = 200
+hba_file = '$DATA/litefleet_hba.conf'
+EOF
+    write_if_changed "$DATA/litefleet_hba.conf" <<EOF && RELOAD=1
+# Written by images/postgres.sh on every start: loopback and the tenants' network only.
+local   all all peer
+host    all all 127.0.0.1/32 scram-sha-256
+host    all all ::1/128 scram-sha-256
+$tenants
 EOF
     if ! grep -q "^include_if_exists = 'litefleet.conf'" "$DATA/postgresql.conf"; then
         echo "include_if_exists = 'litefleet.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+        RESTART=1
     fi
     mkdir -p "$SOCK"
     if [[ $EUID -eq 0 ]]; then chown postgres: "$SOCK"; fi
@@ -100,17 +150,28 @@ EOF
     if [[ $EUID -eq 0 ]]; then chown postgres: "$LOG"; fi
 }
 
+# The role's password: random, made once, readable by the file's owner only.
+password() {
+    if [[ ! -s "$PASSWORD_FILE" ]]; then
+        mkdir -p "$PGHOME"
+        (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$PASSWORD_FILE")
+    fi
+    cat "$PASSWORD_FILE"
+}
+
 psql_admin() {
     as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres "$@"
 }
 
 ensure_db() {
+    # On stdin, never in argv: the password does not show in a process listing.
     psql_admin -d postgres >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE') THEN
-    CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD';
+    CREATE ROLE $ROLE LOGIN CREATEDB;
   END IF;
 END \$\$;
+ALTER ROLE $ROLE PASSWORD '$(password)';
 SELECT 'CREATE DATABASE $DB OWNER $ROLE'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB') \gexec
 SQL
@@ -121,16 +182,24 @@ cmd_start() {
     [[ -n "$BINDIR" ]] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
     resolve_datadir
     ensure_cluster
+    configure
     if ! running; then
-        configure
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
             die "port $PORT on 127.0.0.1 is taken by another process (set PGPORT)"
         fi
         as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null \
             || { tail -n 20 "$LOG" >&2; die "server did not start (log: $LOG)"; }
+    elif (( RESTART )); then
+        # listen_addresses only changes on a restart; open connections are dropped.
+        echo "postgres.sh: settings changed (tenant network: ${GATEWAY:-none}): restarting" >&2
+        as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -m fast -w -t 60 restart >/dev/null \
+            || { tail -n 20 "$LOG" >&2; die "server did not restart (log: $LOG)"; }
+    elif (( RELOAD )); then
+        as_pg "$BINDIR/pg_ctl" -D "$DATA" reload >/dev/null
     fi
     ensure_db
-    echo "postgres.sh: running on 127.0.0.1:$PORT (data $DATA)" >&2
+    echo "postgres.sh: running on 127.0.0.1:$PORT${GATEWAY:+ and $GATEWAY:$PORT for tenants}" \
+        "(data $DATA)" >&2
 }
 
 cmd_stop() {
@@ -154,6 +223,9 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    url) echo "postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$DB" ;;
+    url)
+        [[ -s "$PASSWORD_FILE" ]] || die "no password yet: run \`$0 start\` first"
+        echo "postgresql://$ROLE:$(cat "$PASSWORD_FILE")@127.0.0.1:$PORT/$DB"
+        ;;
     *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
 esac
