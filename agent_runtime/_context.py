@@ -90,12 +90,14 @@ class WorkflowContext:
         owner: str,
         history: list[Event],
         draining: Callable[[], bool],
+        solo: Callable[[], bool] = lambda: False,
         on_wait: Callable[[str, float | None], None],
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.owner = owner
         self._draining = draining
+        self._solo = solo
         self._on_wait = on_wait
         self._next = 0
         self._events: dict[int, list[Event]] = {}
@@ -120,7 +122,9 @@ class WorkflowContext:
         return next((e for e in events if e.terminal), None)
 
     async def _append(self, event: Event, transition: Transition | None = None) -> Event:
-        stored = await self.store.append(self.run_id, self.owner, [event], transition)
+        stored = await self.store.append(
+            self.run_id, self.owner, [event], transition, solo=self._solo()
+        )
         if stored is None:
             raise Fenced()
         return stored[0]
@@ -203,7 +207,6 @@ class WorkflowContext:
             stored = await self._append(ev)
             _faults.fault_point("step.after_commit")
             _metrics.STEPS_COMMITTED.inc()
-            log.debug("step_completed", run_id=self.run_id, step=step.name, attempt=attempt)
             return self._step_outcome(step, stored)
 
     @staticmethod

@@ -350,6 +350,7 @@ class Runtime:
             owner=self.owner,
             history=history,
             draining=lambda: self._draining,
+            solo=lambda: len(self._active) == 1,
             on_wait=self._on_wait,
         )
         token = set_context(ctx)

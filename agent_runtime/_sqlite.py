@@ -12,12 +12,12 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
 from ._errors import InvalidInput, StorageError
-from ._group_commit import GroupCommitWriter, call_with_retry
+from ._group_commit import BUSY, GroupCommitWriter, call_with_retry
 from ._sqlite_schema import migrate
 from ._store import (
     TERMINAL_STATUSES,
@@ -91,38 +91,57 @@ def _get_run(conn: apsw.Connection, run_id: str) -> Run | None:
     return None if row is None else _run(row)
 
 
-def _insert_event(conn: apsw.Connection, run_id: str, ev: Event, now: float) -> Event:
+class SeqCounter:
+    """Each run's last event ``seq``, kept by the single writer so that appending an event
+    reads nothing: the first use for a run scans the run's events once. After a
+    rolled-back batch the counter may be ahead of the table; seq only needs to grow."""
+
+    MAX_RUNS = 100_000
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def next(self, conn: apsw.Connection, run_id: str) -> int:
+        last = self._last.get(run_id)
+        if last is None:
+            if len(self._last) >= self.MAX_RUNS:
+                self._last.clear()
+            row = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            last = int(row[0]) if row else 0
+        self._last[run_id] = last + 1
+        return last + 1
+
+    def forget(self, run_id: str) -> None:
+        self._last.pop(run_id, None)
+
+
+def _insert_event(
+    conn: apsw.Connection, seqs: SeqCounter, run_id: str, ev: Event, now: float
+) -> Event:
     """Insert one event; a terminal event for a closed position returns the stored one."""
     created = ev.created_at or now
-    row = conn.execute(
-        "INSERT INTO events (run_id, position, kind, name, attempt, terminal, data, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id, position) WHERE terminal = 1 DO NOTHING RETURNING seq",
-        (
-            run_id,
-            ev.position,
-            str(ev.kind),
-            ev.name,
-            ev.attempt,
-            int(ev.terminal),
-            _dumps(ev.data),
-            created,
-        ),
-    ).fetchone()
-    if row is not None:
-        return Event(
-            ev.kind, ev.position, ev.name, ev.attempt, ev.data, ev.terminal, row[0], created
-        )
+    seq = seqs.next(conn, run_id)
+    key = ev.position if ev.terminal and ev.position is not None else -seq
+    inserted = conn.execute(
+        "INSERT INTO events"
+        " (run_id, key, seq, position, kind, name, attempt, terminal, data, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq",
+        (run_id, key, seq, ev.position, str(ev.kind), ev.name, ev.attempt,
+         int(ev.terminal), _dumps(ev.data), created),
+    ).fetchone()  # fmt: skip
+    if inserted is not None:
+        return Event(ev.kind, ev.position, ev.name, ev.attempt, ev.data, ev.terminal, seq, created)
     stored = conn.execute(
-        f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND position = ? AND terminal = 1",
-        (run_id, ev.position),
+        f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND key = ?", (run_id, key)
     ).fetchone()
     assert stored is not None  # the conflict means this row exists
     return _event(stored)
 
 
 def _create_run_txn(
-    conn: apsw.Connection, run_id: str, workflow: str, input: dict[str, Any]
+    conn: apsw.Connection, seqs: SeqCounter, run_id: str, workflow: str, input: dict[str, Any]
 ) -> tuple[Run, bool]:
     now = time.time()
     existing = _get_run(conn, run_id)
@@ -133,7 +152,7 @@ def _create_run_txn(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (run_id, workflow, RunStatus.PENDING.value, _dumps(input), now, now),
     )
-    _insert_event(conn, run_id, Event(EventKind.RUN_SUBMITTED, data={"input": input}), now)
+    _insert_event(conn, seqs, run_id, Event(EventKind.RUN_SUBMITTED, data={"input": input}), now)
     return Run(run_id, workflow, RunStatus.PENDING, input, created_at=now, updated_at=now), True
 
 
@@ -162,6 +181,7 @@ def _apply(conn: apsw.Connection, run_id: str, t: Transition, now: float) -> Non
 
 def _append_txn(
     conn: apsw.Connection,
+    seqs: SeqCounter,
     run_id: str,
     owner: str,
     events: Sequence[Event],
@@ -170,11 +190,13 @@ def _append_txn(
     if not _owns(conn, run_id, owner):
         return None
     now = time.time()
-    stored = [_insert_event(conn, run_id, ev, now) for ev in events]
+    stored = [_insert_event(conn, seqs, run_id, ev, now) for ev in events]
+    # updated_at moves with status changes only: rewriting the runs row on every step
+    # would add a page to every step's commit.
     if transition is not None:
         _apply(conn, run_id, transition, now)
-    else:
-        conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+        if transition.status in TERMINAL_STATUSES:
+            seqs.forget(run_id)
     return stored
 
 
@@ -241,6 +263,7 @@ def _send_signal_txn(conn: apsw.Connection, run_id: str, name: str, payload: Any
 
 def _take_signal_txn(
     conn: apsw.Connection,
+    seqs: SeqCounter,
     run_id: str,
     owner: str,
     position: int,
@@ -251,8 +274,7 @@ def _take_signal_txn(
     if not _owns(conn, run_id, owner):
         return None
     closed = conn.execute(
-        f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND position = ? AND terminal = 1",
-        (run_id, position),
+        f"SELECT {_EVENT_COLS} FROM events WHERE run_id = ? AND key = ?", (run_id, position)
     ).fetchone()
     if closed is not None:
         return SignalOutcome(found=False, stored=_event(closed))
@@ -265,7 +287,7 @@ def _take_signal_txn(
         payload = _loads(sig[1])
         conn.execute("UPDATE signals SET consumed_at = ? WHERE seq = ?", (now, sig[0]))
         ev = Event(EventKind.SIGNAL_RECEIVED, position, name, None, {"payload": payload}, True)
-        _insert_event(conn, run_id, ev, now)
+        _insert_event(conn, seqs, run_id, ev, now)
         conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
         return SignalOutcome(found=True, payload=payload)
     if deadline is not None and deadline <= now:
@@ -276,7 +298,7 @@ def _take_signal_txn(
     ).fetchone()
     if started is None:
         ev = Event(EventKind.SIGNAL_WAIT_STARTED, position, name, None, {"deadline": deadline})
-        _insert_event(conn, run_id, ev, now)
+        _insert_event(conn, seqs, run_id, ev, now)
     conn.execute(
         "UPDATE runs SET status = 'waiting', wake_at = ?, waiting_on = ?, owner = NULL,"
         " lease_until = NULL, updated_at = ? WHERE id = ?",
@@ -285,12 +307,14 @@ def _take_signal_txn(
     return SignalOutcome(found=False)
 
 
-def _cancel_txn(conn: apsw.Connection, run_id: str) -> Run | None:
+def _cancel_txn(conn: apsw.Connection, seqs: SeqCounter, run_id: str) -> Run | None:
     run = _get_run(conn, run_id)
     if run is None or run.status in TERMINAL_STATUSES:
         return run
     now = time.time()
-    _insert_event(conn, run_id, Event(EventKind.RUN_CANCELLED, data={"from": run.status}), now)
+    cancelled = Event(EventKind.RUN_CANCELLED, data={"from": run.status})
+    _insert_event(conn, seqs, run_id, cancelled, now)
+    seqs.forget(run_id)
     conn.execute(
         "UPDATE runs SET status = 'cancelled', owner = NULL, lease_until = NULL, wake_at = NULL,"
         " waiting_on = NULL, updated_at = ? WHERE id = ?",
@@ -313,6 +337,7 @@ class SQLiteStore:
         self.path = path
         self.synchronous = synchronous
         self._writer = GroupCommitWriter(self._connect)
+        self._seqs = SeqCounter()  # used by the writer only
         self._reader: apsw.Connection | None = None
         self._lock_fd: int | None = None
 
@@ -370,7 +395,7 @@ class SQLiteStore:
         self, run_id: str, workflow: str, input: dict[str, Any]
     ) -> tuple[Run, bool]:
         result: tuple[Run, bool] = await self._writer.submit(
-            _create_run_txn, run_id, workflow, input
+            _create_run_txn, self._seqs, run_id, workflow, input
         )
         return result
 
@@ -441,9 +466,17 @@ class SQLiteStore:
         owner: str,
         events: Sequence[Event],
         transition: Transition | None = None,
+        *,
+        solo: bool = False,
     ) -> list[Event] | None:
+        if solo:
+            done = self._writer.try_inline(
+                _append_txn, self._seqs, run_id, owner, events, transition
+            )
+            if done is not BUSY:
+                return cast(list[Event] | None, done)
         stored: list[Event] | None = await self._writer.submit(
-            _append_txn, run_id, owner, events, transition
+            _append_txn, self._seqs, run_id, owner, events, transition
         )
         return stored
 
@@ -463,12 +496,12 @@ class SQLiteStore:
         now: float,
     ) -> SignalOutcome | None:
         outcome: SignalOutcome | None = await self._writer.submit(
-            _take_signal_txn, run_id, owner, position, name, deadline, now
+            _take_signal_txn, self._seqs, run_id, owner, position, name, deadline, now
         )
         return outcome
 
     async def cancel(self, run_id: str) -> Run | None:
-        run: Run | None = await self._writer.submit(_cancel_txn, run_id)
+        run: Run | None = await self._writer.submit(_cancel_txn, self._seqs, run_id)
         return run
 
     async def next_wake_at(self) -> float | None:

@@ -30,20 +30,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_workflow ON runs (workflow, num);
     CREATE INDEX runs_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
 
+    -- Clustered by run, and keyed so that the primary key is also the "one outcome per
+    -- command" constraint: a command's outcome (terminal event) has key = its position,
+    -- any other event key = -seq. A re-executed step cannot overwrite a recorded result,
+    -- and recording a step writes one B-tree page, as a bare insert does.
     CREATE TABLE events (
-        seq         INTEGER PRIMARY KEY,
         run_id      TEXT NOT NULL,
+        key         INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,             -- 1, 2, 3... per run
         position    INTEGER,
         kind        TEXT NOT NULL,
         name        TEXT,
         attempt     INTEGER,
         terminal    INTEGER NOT NULL DEFAULT 0,
         data        TEXT,
-        created_at  REAL NOT NULL
-    ) STRICT;
-    CREATE INDEX events_run ON events (run_id, seq);
-    -- One outcome per command: a re-executed step cannot overwrite a recorded result.
-    CREATE UNIQUE INDEX events_outcome ON events (run_id, position) WHERE terminal = 1;
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (run_id, key)
+    ) STRICT, WITHOUT ROWID;
 
     CREATE TABLE signals (
         seq         INTEGER PRIMARY KEY,

@@ -158,8 +158,12 @@ class Store(Protocol):
         owner: str,
         events: Sequence[Event],
         transition: Transition | None = None,
+        *,
+        solo: bool = False,
     ) -> list[Event] | None:
         """Append events (and apply ``transition``) if ``owner`` holds the running run.
+        ``solo`` says the caller is the only run executing: a backend may then commit
+        on the caller's thread instead of queueing for its writer (a latency hint).
         Returns, for each event in order, the stored event: the same one, or for a
         terminal event whose position was already closed, the one stored earlier.
         Returns None (nothing written) when the fence does not hold."""
