@@ -97,6 +97,10 @@ def network_gateway(client: Any, network: str = NETWORK_NAME) -> str:
     raise FleetError(f"network {network!r} has no gateway address")
 
 
+STORE_OBJECT_BUFFER = 1024**3  # bytes an object may have before moto spools it to /tmp
+STORE_MEMORY = "4g"  # every tenant's backup lives in this container's memory
+
+
 def ensure_object_store(
     client: Any, *, bucket: str = "litefleet", port: int = 9000, image: str | None = None
 ) -> ObjectStore:
@@ -110,8 +114,11 @@ def ensure_object_store(
         container = client.containers.get(CONTAINER_NAME)
     except docker.errors.NotFound:
         container = None
-    if container is not None and not _published_as(container, port, gateway):
-        # Another port or a stale gateway: start over (its memory-only data goes with it).
+    if container is not None and not (
+        _published_as(container, port, gateway) and _current_config(container)
+    ):
+        # Another port, a stale gateway or an older configuration: start over (its
+        # memory-only data goes with it).
         container.remove(force=True)
         container = None
     if container is None:
@@ -122,11 +129,16 @@ def ensure_object_store(
             labels={LABEL_ROLE: ROLE_OBJECT_STORE, LABEL_MANAGED: "true"},
             network=NETWORK_NAME,
             ports={f"{STORE_PORT}/tcp": [("127.0.0.1", port), (gateway, port)]},
+            # moto spools any object over MOTO_S3_DEFAULT_KEY_BUFFER_SIZE (5 MiB by
+            # default) to /tmp; on a small tmpfs, Litestream's snapshot of a large
+            # database then fails with "No space left on device". Keep objects in memory
+            # (where this store's data lives anyway) and give it the room.
+            environment={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(STORE_OBJECT_BUFFER)},
             read_only=True,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
-            mem_limit="1g",
+            mem_limit=STORE_MEMORY,
             pids_limit=256,
             init=True,
             restart_policy={"Name": "unless-stopped"},
@@ -206,6 +218,11 @@ def s3_client(endpoint: str) -> Any:
             read_timeout=10,
         ),
     )
+
+
+def _current_config(container: Any) -> bool:
+    env = container.attrs.get("Config", {}).get("Env") or []
+    return f"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE={STORE_OBJECT_BUFFER}" in env
 
 
 def _published_as(container: Any, port: int, gateway: str) -> bool:
