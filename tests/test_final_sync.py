@@ -1,0 +1,100 @@
+"""A stop whose final sync never reached object storage is reported, not hidden."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet._container_spec import S3Target, published_port, tenant_container_config
+from fleet._final_sync import FinalSyncFailed, stop_with_final_sync
+from fleet._images import image_ref
+from fleet._objectstore import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    ensure_tenant_network,
+    network_gateway,
+    s3_client,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def _wait(url: str, ok: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if ok(httpx.get(url, timeout=2, trust_env=False)):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in time")
+
+
+def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    network = ensure_tenant_network(docker_client)
+    gateway = network_gateway(docker_client)
+    store = docker_client.containers.run(
+        image_ref("s3"),
+        name=f"litefleet-test-s3-{suffix}",
+        network=network,
+        ports={"9000/tcp": [("127.0.0.1", None), (gateway, None)]},
+        detach=True,
+    )
+    container = None
+    volume = f"litefleet-test-sync-{suffix}"
+    try:
+        store.reload()
+        bindings = store.attrs["NetworkSettings"]["Ports"]["9000/tcp"]
+        host_port = next(b["HostPort"] for b in bindings if b["HostIp"] == "127.0.0.1")
+        gw_port = next(b["HostPort"] for b in bindings if b["HostIp"] == gateway)
+        _wait(f"http://127.0.0.1:{host_port}/", lambda r: r.status_code < 500)
+        s3_client(f"http://127.0.0.1:{host_port}").create_bucket(Bucket="sync-test")
+        token = uuid.uuid4().hex
+        cfg = tenant_container_config(
+            tenant=f"sync-{suffix}",
+            image=tenant_image,
+            volume=volume,
+            s3=S3Target(
+                f"http://{gateway}:{gw_port}", "sync-test", REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY
+            ),
+            token=token,
+            network=network,
+            name=f"litefleet-test-sync-{suffix}",
+        )
+        container = docker_client.containers.create(**cfg)
+        container.start()
+        container.reload()
+        url = f"http://127.0.0.1:{published_port(container.attrs)}"
+        _wait(f"{url}/healthz", lambda r: r.status_code == 200)
+        auth = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(
+            f"{url}/v1/runs",
+            json={"workflow": "echo", "input": {"message": "a"}},
+            headers=auth,
+            trust_env=False,
+        )
+        assert r.status_code == 201
+        time.sleep(2)  # replicated while the store is up
+        store.remove(force=True)  # the object store goes away...
+        r = httpx.post(
+            f"{url}/v1/runs",
+            json={"workflow": "echo", "input": {"message": "b"}},
+            headers=auth,
+            trust_env=False,
+        )
+        assert r.status_code == 201  # ...while the tenant keeps committing locally
+        with pytest.raises(FinalSyncFailed, match="final sync to object storage failed"):
+            stop_with_final_sync(container, f"sync-{suffix}", timeout=60)
+    finally:
+        for c in (container, store):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    c.remove(force=True)
+        with contextlib.suppress(Exception):
+            docker_client.volumes.get(volume).remove(force=True)
