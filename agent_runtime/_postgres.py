@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, nullcontext, suppress
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -158,8 +158,9 @@ class _Writer:
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = await _connect(self._dsn)
-                # Pipelined: the batch's few statements share round trips (_postgres_batch).
-                async with self._conn.pipeline(), self._conn.transaction():
+                # Several jobs: pipelined, the batch's few statements share round trips.
+                piped = self._conn.pipeline() if len(batch) > 1 else nullcontext()
+                async with piped, self._conn.transaction():
                     results = await op_write_batch(self._conn, [(j.run_id, j.work) for j in batch])
             except psycopg.OperationalError as exc:
                 if attempt == _ATTEMPTS:
