@@ -42,6 +42,14 @@ Labels = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ForceTakeover = Annotated[
+    bool,
+    typer.Option(
+        "--force-takeover",
+        help="Take the tenant's lease from a live holder: it stops replicating at its next"
+        " renewal (within 5 s), without a final sync.",
+    ),
+]
 Purge = Annotated[
     bool, typer.Option("--purge", help="Also delete the backup in object storage (asks first).")
 ]
@@ -100,8 +108,10 @@ def up(
         typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Host from FLEET_HOSTS (default: the first).")
+        str | None,
+        typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
+    force_takeover: ForceTakeover = False,
     db_url: Annotated[
         str | None,
         typer.Option(
@@ -131,6 +141,8 @@ def up(
         env=parse_env(env),
         host=host,
         db_url=db_url,
+        force_takeover=force_takeover,
+        progress=_image_progress(),
     )
     show.up(result)
 
@@ -414,6 +426,84 @@ def inspect(
             rep = _inspect.inspect(copy.path, run_id=run, limit=limit)
             rep.path = f"{target} (backup)"
     show.print_json(dataclasses.asdict(rep)) if json else show.report(rep)
+
+
+# -- many hosts
+
+
+@app.command()
+def hosts(ctx: typer.Context, json: Json = False) -> None:
+    """List the hosts of FLEET_HOSTS: reachable, tenants, memory free/total, tenant image."""
+    from . import _placement
+    from ._output_hosts import hosts as show_hosts
+
+    rows = _placement.hosts(_fleet(ctx))
+    show.print_json([r.as_dict() for r in rows]) if json else show_hosts(rows)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    tenant: Tenant,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Host to restore on (default: the one with the most free memory)."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Point in time, RFC 3339. The tenant continues from there and replicates onward"
+            " into the same backup: later history is superseded (a copy is kept under"
+            " archive/TENANT/ in the bucket).",
+        ),
+    ] = None,
+    force_takeover: ForceTakeover = False,
+    app_module: Annotated[
+        str | None,
+        typer.Option("--app", help="App module (default: the old copy's, else the examples)."),
+    ] = None,
+    memory: Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")] = "256m",
+    cpus: Annotated[float, typer.Option(help="CPU limit in cores.")] = 0.5,
+) -> None:
+    """Start a tenant on a host from its backup in object storage (a new host, or after losing
+    one): prints the restored txid and the age of the newest data."""
+    from ._output_hosts import restored
+    from ._restore import restore as do_restore
+
+    restored(
+        do_restore(
+            _fleet(ctx),
+            tenant,
+            host=host,
+            at=at,
+            force_takeover=force_takeover,
+            app=app_module,
+            memory=memory,
+            cpus=cpus,
+            progress=_image_progress(),
+        )
+    )
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    tenant: Tenant,
+    to: Annotated[str, typer.Option("--to", help="Host from FLEET_HOSTS to move it to.")],
+) -> None:
+    """Move a tenant to another host: stop, wait for the final sync, start there from object
+    storage, compare runs, remove the source. Prints the downtime."""
+    from ._migrate import migrate as do_migrate
+    from ._output_hosts import migrated
+
+    migrated(do_migrate(_fleet(ctx), tenant, to=to, progress=_image_progress()))
+
+
+def _image_progress() -> Any:
+    from ._output_hosts import ImageProgress
+
+    return ImageProgress()
 
 
 # -- object store and images

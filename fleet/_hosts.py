@@ -1,7 +1,8 @@
 """Docker engines the fleet runs tenants on (FLEET_HOSTS), one client each.
 
-``FLEET_HOSTS`` is ``name=docker-url,...`` (e.g. ``edge=unix:///run/e2/docker.sock``); empty
-means a single host ``local`` reached through the usual DOCKER_HOST / default socket.
+``FLEET_HOSTS`` is ``name=docker-url,...`` with docker SDK URLs (``unix:///...``,
+``tcp://host:2376``, ``ssh://user@host``); empty means a single host ``local`` reached through
+the usual DOCKER_HOST / default socket.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 from ._errors import ConfigError, EngineUnavailable, InvalidArgument
 
 LOCAL = "local"
+# Seconds a host's engine gets to answer before it counts as unreachable (a dead tcp:// host
+# must not hang every command for the SDK's default 60 s).
+PING_TIMEOUT_S = 5
 _HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
@@ -29,14 +33,27 @@ class Host:
             import docker
 
             try:
-                client = docker.from_env() if self.url is None else docker.DockerClient(self.url)
+                client = (
+                    docker.from_env(timeout=PING_TIMEOUT_S)
+                    if self.url is None
+                    else docker.DockerClient(self.url, timeout=PING_TIMEOUT_S)
+                )
                 client.ping()
+                client.api.timeout = 120  # answered: normal calls may take longer
             except docker.errors.DockerException:
                 raise EngineUnavailable(
                     f"the Docker engine of host {self.name!r} does not answer"
                 ) from None
             self._client = client
         return self._client
+
+    def reachable(self) -> bool:
+        """Whether the engine answers (connecting on first use); never raises."""
+        try:
+            self.client  # noqa: B018 - connects and pings
+        except EngineUnavailable:
+            return False
+        return True
 
     def close(self) -> None:
         if self._client is not None:

@@ -43,6 +43,9 @@ class FleetSettings(BaseSettings):
     s3_port: int = Field(9000, description="host port of the embedded store (127.0.0.1)")
     image: str = f"litefleet/tenant:{_version()}"
     hosts: str = Field("", description="name=docker-url,...; empty = one host 'local'")
+    registry: str | None = Field(
+        None, description="registry hosts pull the tenant image from; unset = copy it over"
+    )
     stop_timeout: int = Field(60, description="seconds `down` waits for the final sync")
     health_timeout: float = Field(60.0, description="seconds `up` waits for /healthz")
     log_level: str = "warning"

@@ -23,7 +23,8 @@ from ._backups import purge as purge_backup
 from ._container_spec import published_port, tenant_container_config
 from ._context import Fleet
 from ._errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound, TenantNotRunning
-from ._hosts import Host, pick
+from ._hosts import Host
+from ._image_transfer import TransferProgress
 from ._log import log
 
 TOKEN_ENV = "AGENT_RUNTIME_TOKEN"
@@ -116,7 +117,7 @@ def list_tenants(fleet: Fleet, labels: dict[str, str] | None = None) -> list[Ten
     wanted = [f"{names.LABEL_ROLE}={names.ROLE_TENANT}"]
     wanted += [f"{k}={v}" for k, v in names.engine_labels(labels or {}).items()]
     found: list[Tenant] = []
-    for host in fleet.hosts:
+    for host in reachable_hosts(fleet):
         for c in host.client.containers.list(all=True, filters={"label": wanted}):
             found.append(from_container(host, c))
     return sorted(found, key=lambda t: (t.name, t.host.name))
@@ -125,10 +126,26 @@ def list_tenants(fleet: Fleet, labels: dict[str, str] | None = None) -> list[Ten
 def find(fleet: Fleet, tenant: str) -> Tenant:
     names.check_tenant(tenant)
     filters = {"label": [f"{names.LABEL_TENANT}={tenant}"]}
-    for host in fleet.hosts:
+    for host in reachable_hosts(fleet):
         for c in host.client.containers.list(all=True, filters=filters):
             return from_container(host, c)
     raise TenantNotFound(tenant)
+
+
+def reachable_hosts(fleet: Fleet) -> list[Host]:
+    """The hosts to look at: all of them with one host (its failure is the error), else the
+    ones that answer, so one lost host does not stop the fleet (`fleet hosts` shows it)."""
+    if len(fleet.hosts) == 1:
+        return fleet.hosts
+    alive = [h for h in fleet.hosts if h.reachable()]
+    for h in fleet.hosts:
+        if h not in alive:
+            log.warning("host does not answer; skipping it", host=h.name)
+    if not alive:
+        from ._errors import EngineUnavailable
+
+        raise EngineUnavailable("no host of FLEET_HOSTS answers")
+    return alive
 
 
 def _find_or_none(fleet: Fleet, tenant: str) -> Tenant | None:
@@ -154,8 +171,15 @@ def up(
     env: dict[str, str] | None = None,
     host: str | None = None,
     db_url: str | None = None,
+    force_takeover: bool = False,
+    progress: TransferProgress | None = None,
+    token: str | None = None,
 ) -> UpResult:
     """Create and start the tenant, or start it again; a running tenant is left as it is.
+
+    A new tenant goes to ``host``, else to the host with the most free memory; the image is
+    copied there first when missing. A SQLite tenant whose lease is live elsewhere is refused
+    (TenantLeased) unless ``force_takeover`` revokes it (the old holder stops replicating).
 
     ``db_url``: the tenant runs on that PostgreSQL database instead of SQLite + Litestream
     (see ``_postgres`` for how a loopback URL reaches the container)."""
@@ -167,21 +191,37 @@ def up(
         _postgres.check_url(db_url)
     if cpus <= 0:
         raise InvalidArgument(f"--cpus must be positive, got {cpus:g}")
+    from . import _fence
+    from ._image_transfer import ensure_image_on
+    from ._placement import place
+
     existing = _find_or_none(fleet, tenant)
     if existing is not None:
+        if host is not None and existing.host.name != host:
+            raise InvalidArgument(
+                f"tenant {tenant!r} lives on host {existing.host.name!r}",
+                f"`fleet migrate {tenant} --to {host}` moves it",
+            )
         if existing.running:
             return UpResult(existing, "running")
+        if existing.backend == "sqlite":
+            _fence.ensure_free(
+                fleet, tenant, container=existing.container, force_takeover=force_takeover
+            )
         log.info("starting stopped tenant", tenant=tenant, host=existing.host.name)
         existing.container.start()
         return UpResult(wait_healthy(fleet, existing), "started")
 
-    target = pick(fleet.hosts, host)
+    target = place(fleet, host)
     client = target.client
     image = image or fleet.settings.image
-    from ._images import ensure_image
     from ._objectstore import ensure_tenant_network
 
-    ensure_image(client, image)
+    if db_url is None:  # refuse a live lease before copying anything
+        _fence.ensure_free(fleet, tenant, check_only=force_takeover)
+    ensure_image_on(fleet, target, image, progress)
+    if db_url is None and force_takeover:  # only now stop the old holder
+        _fence.ensure_free(fleet, tenant, force_takeover=True)
     s3 = None if db_url else fleet.s3_for_tenants()
     network = ensure_tenant_network(client)
     pg = None
@@ -211,11 +251,12 @@ def up(
         image=image,
         volume=volume,
         s3=s3,
-        token=secrets.token_urlsafe(32),
+        token=token or secrets.token_urlsafe(32),  # a moved tenant keeps its API token
         app=app,
         memory=memory,
         cpus=cpus,
-        env=env,
+        # The lease keeper names its holder "<host>/<container id>".
+        env={**(env or {}), "LITEFLEET_HOST": target.name},
         labels=own,
         network=network,
         db_url=pg.url if pg else None,
@@ -294,6 +335,10 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
         except docker.errors.NotFound:
             pass
     purged = purge_backup(s3, tenant) if s3 is not None else None
+    if purge:
+        from ._fence import forget
+
+        forget(fleet, tenant)  # the lease object goes with the backup
     if not (removed_container or removed_volume or purged):
         raise TenantNotFound(tenant)
     return RmResult(tenant, removed_container, removed_volume, purged)

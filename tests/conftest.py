@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-pytest_plugins = ["tests.docker_fixtures", "tests.pg_fixtures"]
+pytest_plugins = ["tests.docker_fixtures", "tests.pg_fixtures", "tests.second_engine"]
 
 # Tests that start containers cannot pull testcontainers' reaper image here.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")

@@ -25,6 +25,9 @@ COMMANDS = {
     "cancel",
     "pull",
     "inspect",
+    "hosts",
+    "restore",
+    "migrate",
     "s3",
     "image",
 }

@@ -4,6 +4,12 @@
 #   then `litestream replicate -exec` the runtime: litestream ships every commit to S3, forwards
 #   SIGTERM to the runtime (which drains and exits 0) and does a final sync before exiting.
 #   AGENT_RUNTIME_DB=postgresql://...: no local file, no litestream; the runtime runs alone.
+# One writer per tenant: restore and replicate run under the lease keeper (fleet/_lease.py), which
+# takes leases/$TENANT.json in the bucket first (waiting up to 20 s for a dead holder's lease to
+# lapse, else refusing to start: exit 75), renews it, kills
+# litestream without a final sync if the lease is taken over, and releases it after a clean stop.
+#   stage 1 (no argument): checks, app env file, then `exec` the keeper running stage 2;
+#   stage 2 (`replicate`): restore if the volume is empty, then `exec litestream replicate`.
 # Litestream gets an explicit environment (only the variables below): a stray AWS_CA_BUNDLE or
 # AWS_* credential must not change how it talks to S3. The runtime never sees the S3 secret.
 set -euo pipefail
@@ -54,9 +60,15 @@ done
 [[ "$TENANT" =~ ^[a-z0-9][a-z0-9_-]{0,62}$ ]] || die "invalid TENANT name (want [a-z0-9][a-z0-9_-]*)"
 export LITEFLEET_S3_REGION="${LITEFLEET_S3_REGION:-us-east-1}"
 
-# The runtime's environment: everything the container got, minus the replica credentials.
-umask 077
-( unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY; export -p ) >"$APP_ENV"
+if [[ "${1:-}" != replicate ]]; then
+    # The runtime's environment: everything the container got, minus the replica credentials.
+    umask 077
+    ( unset LITESTREAM_ACCESS_KEY_ID LITESTREAM_SECRET_ACCESS_KEY; export -p ) >"$APP_ENV"
+    only_env "${LITESTREAM_VARS[@]}" LITEFLEET_HOST LITEFLEET_LEASE_TTL LITEFLEET_LEASE_RENEW \
+        LITEFLEET_LEASE_WAIT
+    # -I: never import from the working directory (/data) or PYTHON* variables.
+    exec python3 -I -m fleet._lease hold -- "$SELF" replicate
+fi
 
 if [[ -e "$DB" ]]; then
     log "using $DB from the volume"

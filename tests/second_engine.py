@@ -1,0 +1,160 @@
+"""Pytest plugin: a second Docker engine standing for a fresh host (no images, no volumes).
+
+``second_engine`` (session) starts a dockerd with its own data root, exec root, pid file, unix
+socket and bridge under a fresh directory in /tmp (short: unix socket paths are limited),
+yields its ``unix://`` URL, and at the end stops it by its pid file and removes the bridge.
+Each session gets its own bridge name and /24, so two test sessions never share one.
+Recipe: /work/shared/notes/environment.md ("A second engine standing for a fresh host").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_START_TIMEOUT_S = 60.0
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+
+def _free_subnet() -> int:
+    """A third octet x such that 172.31.x.0/24 is not on any interface or route here."""
+    used = _ip("-4", "route").stdout + _ip("-4", "addr").stdout
+    for x in random.sample(range(0, 250), 250):
+        if f"172.31.{x}." not in used:
+            return x
+    raise RuntimeError("no free 172.31.x.0/24")
+
+
+def _stop(pidfile: Path, timeout: float = 20.0) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_client: Any) -> Iterator[str]:
+    """The ``unix://`` URL of a second, empty Docker engine on this machine."""
+    docker = pytest.importorskip("docker")
+    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
+        pytest.skip("a second engine needs root, dockerd and ip")
+    root = Path(tempfile.mkdtemp(prefix="lf-e2-", dir="/tmp"))
+    x = _free_subnet()
+    bridge = f"lfe2-{x}"
+    pidfile = root / "docker.pid"
+    sock = root / "docker.sock"
+    log = root / "dockerd.log"
+    _ip("link", "add", "name", bridge, "type", "bridge")
+    _ip("addr", "add", f"172.31.{x}.1/24", "dev", bridge)
+    _ip("link", "set", bridge, "up")
+    started = False
+    try:
+        with log.open("wb") as out:
+            subprocess.Popen(
+                [
+                    "dockerd",
+                    "--data-root", str(root / "data"),
+                    "--exec-root", str(root / "exec"),
+                    "--pidfile", str(pidfile),
+                    "-H", f"unix://{sock}",
+                    "--bridge", bridge,
+                    # Its own user-defined networks (the tenants' `litefleet`) come from a pool
+                    # no other engine here uses.
+                    "--default-address-pool", f"base=172.30.{x}.0/24,size=28",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        started = True
+        url = f"unix://{sock}"
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            try:
+                client = docker.DockerClient(url, timeout=5)
+                client.ping()
+                client.close()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    pytest.fail(f"second dockerd did not answer in {_START_TIMEOUT_S:g}s:\n{tail}")
+                time.sleep(0.25)
+        yield url
+    finally:
+        if started:
+            _cleanup(url=f"unix://{sock}")
+            _stop(pidfile)
+        _ip("link", "set", bridge, "down")
+        _ip("link", "delete", bridge)
+        subprocess.run(["umount", "-R", str(root)], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cleanup(url: str) -> None:
+    """Remove every container, volume and network of the engine before stopping it."""
+    import docker
+
+    try:
+        client = docker.DockerClient(url, timeout=30)
+        for c in client.containers.list(all=True):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+        for v in client.volumes.list():
+            with contextlib.suppress(Exception):
+                v.remove(force=True)
+        client.networks.prune()
+        client.close()
+    except Exception:
+        pass  # the engine is going away anyway
+
+
+@pytest.fixture
+def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> Iterator[dict[str, str]]:
+    """Environment for the `fleet` CLI with hosts ``a`` (this machine's engine, which runs the
+    embedded store) and ``b`` (the second engine). At the end, every tenant named ``h-*`` is
+    removed with its backup and lease."""
+    import json
+
+    from tests.docker_fixtures import TEST_BUCKET
+    from tests.fleet_support import fleet
+
+    env = {
+        "FLEET_HOSTS": f"a=unix:///var/run/docker.sock,b={second_engine}",
+        "FLEET_IMAGE": tenant_image,
+        "FLEET_S3_BUCKET": TEST_BUCKET,
+        "FLEET_HEALTH_TIMEOUT": "90",
+        "FLEET_CONFIG": "",
+        "COLUMNS": "250",
+    }
+    yield env
+    listed = fleet("ls", "--json", env=env)
+    for t in json.loads(listed.out) if listed.code == 0 else []:
+        if t["tenant"].startswith("h-"):
+            fleet("rm", t["tenant"], "--purge", "--yes", env=env)
