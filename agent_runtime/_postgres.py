@@ -55,9 +55,20 @@ def redacted(dsn: str) -> str:
 
 
 async def _connect(dsn: str) -> Conn:
-    conn: Conn = await AsyncConnection.connect(
-        dsn, autocommit=True, connect_timeout=10, application_name="agent_runtime"
+    connecting = asyncio.ensure_future(
+        AsyncConnection.connect(
+            dsn, autocommit=True, connect_timeout=10, application_name="agent_runtime"
+        )
     )
+    try:
+        conn: Conn = await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        # A connect cut off mid-handshake leaves a server backend waiting for the client
+        # until authentication_timeout (60 s by default), and DROP DATABASE waits for it:
+        # let the handshake finish, then close the connection properly.
+        with suppress(Exception):
+            await (await connecting).close()
+        raise
     return conn
 
 
