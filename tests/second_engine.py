@@ -57,12 +57,11 @@ def _stop(pidfile: Path, timeout: float = 20.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def second_engine(docker_client: Any) -> Iterator[str]:
-    """The ``unix://`` URL of a second, empty Docker engine on this machine."""
-    docker = pytest.importorskip("docker")
-    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
-        pytest.skip("a second engine needs root, dockerd and ip")
+@contextlib.contextmanager
+def running_second_engine() -> Iterator[str]:
+    """Start a second dockerd (see the module doc); yields its URL; stops and removes it."""
+    import docker
+
     root = Path(tempfile.mkdtemp(prefix="lf-e2-", dir="/tmp"))
     x = _free_subnet()
     bridge = f"lfe2-{x}"
@@ -104,7 +103,9 @@ def second_engine(docker_client: Any) -> Iterator[str]:
             except Exception:
                 if time.monotonic() > deadline:
                     tail = log.read_text(errors="replace")[-2000:]
-                    pytest.fail(f"second dockerd did not answer in {_START_TIMEOUT_S:g}s:\n{tail}")
+                    raise RuntimeError(
+                        f"second dockerd did not answer in {_START_TIMEOUT_S:g}s:\n{tail}"
+                    ) from None
                 time.sleep(0.25)
         yield url
     finally:
@@ -115,6 +116,16 @@ def second_engine(docker_client: Any) -> Iterator[str]:
         _ip("link", "delete", bridge)
         subprocess.run(["umount", "-R", str(root)], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_client: Any) -> Iterator[str]:
+    """The ``unix://`` URL of a second, empty Docker engine on this machine."""
+    pytest.importorskip("docker")
+    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
+        pytest.skip("a second engine needs root, dockerd and ip")
+    with running_second_engine() as url:
+        yield url
 
 
 def _cleanup(url: str) -> None:
