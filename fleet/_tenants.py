@@ -23,6 +23,7 @@ from ._backups import purge as purge_backup
 from ._container_spec import published_port, tenant_container_config
 from ._context import Fleet
 from ._errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound, TenantNotRunning
+from ._final_sync import stop_with_final_sync
 from ._hosts import Host
 from ._image_transfer import TransferProgress
 from ._log import log
@@ -308,7 +309,10 @@ def down(fleet: Fleet, tenant: str) -> tuple[Tenant, bool]:
     if t.state not in ("running", "restarting", "paused"):
         return t, False
     # SIGTERM: the runtime drains, then litestream does its final sync before exiting.
-    t.container.stop(timeout=fleet.settings.stop_timeout)
+    if t.backend == "postgres":
+        t.container.stop(timeout=fleet.settings.stop_timeout)
+    else:
+        stop_with_final_sync(t.container, tenant, fleet.settings.stop_timeout)
     t.container.reload()
     return from_container(t.host, t.container), True
 
@@ -322,8 +326,12 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
     hosts = [t.host] if t else fleet.hosts
     if t is not None:
         if t.running and not purge:
-            # Keep the backup complete: the final sync happens on a graceful stop.
-            t.container.stop(timeout=fleet.settings.stop_timeout)
+            # Keep the backup complete: the final sync happens on a graceful stop, and
+            # nothing is removed if it failed.
+            if t.backend == "postgres":
+                t.container.stop(timeout=fleet.settings.stop_timeout)
+            else:
+                stop_with_final_sync(t.container, tenant, fleet.settings.stop_timeout)
         t.container.remove(force=True)
         removed_container = True
     import docker.errors
