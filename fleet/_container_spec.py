@@ -40,6 +40,7 @@ RESERVED_ENV = frozenset(
         "AGENT_RUNTIME_APP",
         "AGENT_RUNTIME_DB",
         "PGPASSWORD",
+        "LITEFLEET_HOST",  # names the lease holder: a user --env must not fake it
     }
 )
 

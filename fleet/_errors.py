@@ -97,6 +97,12 @@ class RunUnsuccessful(FleetError):
     exit_code = 1
 
 
+class TenantLeased(FleetError):
+    """The tenant's lease is live on another holder (one writer per tenant)."""
+
+    exit_code = 8
+
+
 class Aborted(FleetError):
     exit_code = 1
 

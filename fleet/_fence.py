@@ -14,14 +14,8 @@ from typing import Any
 from . import _lease as lease
 from ._container_spec import S3Target
 from ._context import Fleet
-from ._errors import FleetError, ObjectStoreError
+from ._errors import ObjectStoreError, TenantLeased
 from ._log import log
-
-
-class TenantLeased(FleetError):
-    """The tenant's lease is live on another holder."""
-
-    exit_code = 8
 
 
 def conf(s3: S3Target) -> lease.S3Conf:

@@ -166,11 +166,7 @@ def _settings_of(t: Tenant) -> dict[str, Any]:
     attrs = t.container.attrs
     env = dict(e.partition("=")[::2] for e in attrs["Config"].get("Env") or [])
     image_env = {e.partition("=")[0] for e in (t.container.image.attrs["Config"].get("Env") or [])}
-    user_env = {
-        k: v
-        for k, v in env.items()
-        if k not in RESERVED_ENV and k not in image_env and k != "LITEFLEET_HOST"
-    }
+    user_env = {k: v for k, v in env.items() if k not in RESERVED_ENV and k not in image_env}
     host_cfg = attrs["HostConfig"]
     memory = int(host_cfg.get("Memory") or 0)
     nano = int(host_cfg.get("NanoCpus") or 0)
