@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import _postgres_ops as ops
+from ._codec import dumps, event_from_row
 from ._postgres_ops import Conn
 from ._store import Event, RunStatus, Transition
 
@@ -117,7 +118,7 @@ class _Batch:
             self.runs[run_id] = _RunState(status, owner, last_seq)
         if found is not None:
             for row in await found.fetchall():
-                ev = ops._event(row[1:])
+                ev = event_from_row(row[1:])
                 assert ev.position is not None
                 self.closed[(row[0], ev.position)] = ev
 
@@ -137,7 +138,7 @@ class _Batch:
                     continue
                 self.closed[(a.run_id, new.position)] = new
             row = (a.run_id, new.seq, str(new.kind), new.position, new.name, new.attempt,
-                   new.terminal, ops._dumps(new.data), new.created_at)  # fmt: skip
+                   new.terminal, dumps(new.data), new.created_at)  # fmt: skip
             self.rows.append(row)
             st.last_seq = new.seq
             stored.append(new)

@@ -10,13 +10,16 @@ per-run counter (``runs.last_seq``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
 
+from ._codec import dumps as _dumps
+from ._codec import event_from_row as _event
+from ._codec import loads as _loads
+from ._codec import run_from_row as _run
 from ._errors import InvalidInput, StorageError
 from ._postgres_schema import DDL, SCHEMA_LOCK_KEY, SCHEMA_VERSION, WORK_CHANNEL
 from ._store import (
@@ -38,45 +41,8 @@ _EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
 _STATUS, _OWNER, _LAST_SEQ, _WAITING_ON = 2, 9, 10, 11
 
 
-def _dumps(value: Any) -> str:
-    # Same encoding as the SQLite backend: histories are byte-identical across backends.
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
 def _dumps_opt(value: Any) -> str | None:
     return None if value is None else _dumps(value)
-
-
-def _run(row: Sequence[Any]) -> Run:
-    return Run(
-        id=row[0],
-        workflow=row[1],
-        status=row[2],
-        input=json.loads(row[3]),
-        result=_loads(row[4]),
-        error=_loads(row[5]),
-        created_at=row[6],
-        updated_at=row[7],
-        wake_at=row[8],
-        owner=row[9],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        seq=row[0],
-        kind=row[1],
-        position=row[2],
-        name=row[3],
-        attempt=row[4],
-        terminal=row[5],
-        data=_loads(row[6]),
-        created_at=row[7],
-    )
 
 
 async def _notify(conn: Conn) -> None:

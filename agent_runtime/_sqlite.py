@@ -8,7 +8,6 @@ block the writer). A lock file next to the database keeps a second runtime proce
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -16,6 +15,10 @@ from typing import Any, cast
 
 import apsw
 
+from ._codec import dumps as _dumps
+from ._codec import event_from_row as _event
+from ._codec import loads as _loads
+from ._codec import run_from_row as _run
 from ._errors import InvalidInput, StorageError
 from ._group_commit import BUSY, GroupCommitWriter, call_with_retry
 from ._sqlite_schema import migrate
@@ -36,42 +39,6 @@ BUSY_TIMEOUT_MS = 5000
 
 _RUN_COLS = "id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner"
 _EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _run(row: Sequence[Any]) -> Run:
-    return Run(
-        id=row[0],
-        workflow=row[1],
-        status=row[2],
-        input=json.loads(row[3]),
-        result=_loads(row[4]),
-        error=_loads(row[5]),
-        created_at=row[6],
-        updated_at=row[7],
-        wake_at=row[8],
-        owner=row[9],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        seq=row[0],
-        kind=row[1],
-        position=row[2],
-        name=row[3],
-        attempt=row[4],
-        terminal=bool(row[5]),
-        data=_loads(row[6]),
-        created_at=row[7],
-    )
 
 
 def check_sqlite_version() -> None:

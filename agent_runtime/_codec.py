@@ -1,0 +1,51 @@
+"""How runs and events are encoded in database rows, shared by both backends so that a
+run's history reads the same whichever database holds it.
+
+Rows are selected in the column order the functions below expect:
+runs ``id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner``;
+events ``seq, kind, position, name, attempt, terminal, data, created_at``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ._store import Event, Run
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        workflow=row[1],
+        status=row[2],
+        input=json.loads(row[3]),
+        result=loads(row[4]),
+        error=loads(row[5]),
+        created_at=row[6],
+        updated_at=row[7],
+        wake_at=row[8],
+        owner=row[9],
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    return Event(
+        seq=row[0],
+        kind=row[1],
+        position=row[2],
+        name=row[3],
+        attempt=row[4],
+        terminal=bool(row[5]),
+        data=loads(row[6]),
+        created_at=row[7],
+    )
