@@ -46,7 +46,8 @@ class PullResult:
     integrity: str
 
 
-def s3_client(s3: S3Target) -> Any:
+def s3_client(s3: S3Target, *, connect_timeout: float = 5, read_timeout: float = 30) -> Any:
+    """boto3 S3 client for ``s3``, independent of the caller's AWS_* environment."""
     import boto3
     from botocore.config import Config
 
@@ -64,8 +65,8 @@ def s3_client(s3: S3Target) -> Any:
             s3={"addressing_style": "path"},
             proxies={},
             retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         ),
     )
 

@@ -29,9 +29,9 @@ from ._errors import FleetError, FleetTimeout, InvalidArgument
 from ._hosts import pick
 from ._image_transfer import TransferProgress, ensure_image_on
 from ._log import log
-from ._restore import LITESTREAM_CONFIG, _remove_volume, _volume_exists, run_oneoff
+from ._restore import LITESTREAM_CONFIG, _remove_volume, run_oneoff
 from ._status import parse_status_txid
-from ._tenants import TOKEN_ENV, Tenant, find, up
+from ._tenants import TOKEN_ENV, Tenant, find, up, volume_exists
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 _SYNC_WAIT_S = 30.0
@@ -68,7 +68,7 @@ def migrate(
         raise InvalidArgument(f"tenant {tenant!r} uses {src.backend}: there is nothing to move")
     ensure_image_on(fleet, target, src.image, progress)
     volume = names.volume_name(tenant)
-    if _volume_exists(target.client, volume):
+    if volume_exists(target.client, volume):
         raise InvalidArgument(
             f"host {to!r} already has a volume for {tenant!r} ({volume})",
             f"remove it there (`docker volume rm {volume}`) first",

@@ -196,28 +196,12 @@ def remove_object_store(client: Any) -> bool:
 
 
 def s3_client(endpoint: str) -> Any:
-    """boto3 S3 client for the embedded store, independent of the caller's AWS_* environment."""
-    import boto3
-    from botocore.config import Config
+    """boto3 S3 client for the embedded store at ``endpoint`` (its fixed credentials)."""
+    from ._backups import s3_client as client_for
+    from ._container_spec import S3Target
 
-    session = boto3.session.Session(
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        region_name=REGION,
-    )
-    # verify=True (not AWS_CA_BUNDLE) and proxies={}: plain HTTP on loopback, no proxy.
-    return session.client(
-        "s3",
-        endpoint_url=endpoint,
-        verify=True,
-        config=Config(
-            s3={"addressing_style": "path"},
-            proxies={},
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=2,
-            read_timeout=10,
-        ),
-    )
+    target = S3Target(endpoint, "", REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    return client_for(target, connect_timeout=2, read_timeout=10)
 
 
 def _current_config(container: Any) -> bool:

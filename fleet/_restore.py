@@ -31,7 +31,7 @@ from ._hosts import Host
 from ._image_transfer import Transfer, TransferProgress, ensure_image_on
 from ._log import log
 from ._placement import place
-from ._tenants import Tenant, reachable_hosts, up
+from ._tenants import Tenant, reachable_hosts, up, volume_exists
 
 LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
 LABEL_ONEOFF = "litefleet.oneoff"  # restore/inspect helpers: never listed as tenants
@@ -94,7 +94,7 @@ def restore(
 
     client = target.client
     volume = names.volume_name(tenant)
-    if _volume_exists(client, volume):
+    if volume_exists(client, volume):
         raise InvalidArgument(
             f"host {target.name!r} already has a volume for {tenant!r} ({volume})",
             f"remove it (`docker volume rm {volume}` there) to restore from object storage",
@@ -244,16 +244,6 @@ def _copies(fleet: Fleet, tenant: str) -> list[Tenant]:
             if (c.labels or {}).get(names.LABEL_ROLE) == names.ROLE_TENANT:
                 found.append(from_container(h, c))
     return found
-
-
-def _volume_exists(client: Any, name: str) -> bool:
-    import docker.errors
-
-    try:
-        client.volumes.get(name)
-    except docker.errors.NotFound:
-        return False
-    return True
 
 
 def _used(client: Any, volume: str) -> bool:

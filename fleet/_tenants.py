@@ -244,7 +244,7 @@ def up(
         own[names.LABEL_TTL] = ttl
         own[names.LABEL_EXPIRES] = str(int(time.time()) + ttl_s)
     volume = names.volume_name(tenant)
-    new_volume = not db_url and not _volume_exists(client, volume)
+    new_volume = not db_url and not volume_exists(client, volume)
     if new_volume:
         client.volumes.create(name=volume, labels={names.LABEL_TENANT: tenant})
     cfg = tenant_container_config(
@@ -447,7 +447,7 @@ def client(fleet: Fleet, tenant: str, timeout: float = 15.0) -> RuntimeClient:
 # -- helpers
 
 
-def _volume_exists(client: Any, name: str) -> bool:
+def volume_exists(client: Any, name: str) -> bool:
     import docker.errors
 
     try:
