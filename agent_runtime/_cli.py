@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--grace", type=float, default=10.0, help="seconds in-flight steps get on SIGTERM"
     )
+    s.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="PostgreSQL: how long a claimed run stays with a runtime that stopped renewing "
+        "(a killed runtime's runs move to another after this); default 30",
+    )
     s.add_argument("--log-level", default="info", choices=LEVELS, help="default info")
     return p
 
@@ -70,12 +77,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise AgentRuntimeError(f"--port must be 1-65535, got {args.port}")
+    if args.lease_seconds < 1:
+        raise AgentRuntimeError("--lease-seconds must be >= 1")
     token = args.token or os.environ.get("AGENT_RUNTIME_TOKEN") or None
     runtime = Runtime(
         db=args.db,
         app=load_app(args.app),
         concurrency=args.concurrency,
         synchronous=args.synchronous,
+        lease_seconds=args.lease_seconds,
     )
     app = build_app(runtime, token=token, grace=args.grace)
     config = uvicorn.Config(

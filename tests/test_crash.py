@@ -1,6 +1,8 @@
 """Crash recovery: `agent-runtime serve` as a subprocess, SIGKILLed at random moments while
 200 runs of `steps` are in flight, restarted each time. Every run must complete with the
-right result, and no step result recorded before a crash may ever change."""
+right result, and no step result recorded before a crash may ever change. Runs on both
+backends (a SQLite file; a PostgreSQL database, with short leases so that a killed
+runtime's runs move to its successor quickly)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "crash.db")
+    return str(request.getfixturevalue("pg_dsn"))
+
+
 class Server:
-    def __init__(self, db: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, db: str, log: Path, env: dict[str, str] | None = None) -> None:
         self.db, self.log, self.port = db, log, free_port()
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,13 +58,15 @@ class Server:
                     str(BIN),
                     "serve",
                     "--db",
-                    str(self.db),
+                    self.db,
                     "--app",
                     "agent_runtime.examples",
                     "--port",
                     str(self.port),
                     "--log-level",
                     "warning",
+                    "--lease-seconds",
+                    "3",
                 ],
                 stdout=out,
                 stderr=out,
@@ -84,9 +95,11 @@ class Server:
         return self.proc.wait(30)
 
 
-def recorded_steps(db: Path) -> dict[tuple[str, int], Any]:
-    """Every recorded step outcome, read straight from the file while the server is down."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+def recorded_steps(db: str) -> dict[tuple[str, int], Any]:
+    """Every recorded step outcome, read straight from the database while the server is down."""
+    if db.startswith("postgresql://"):
+        return _recorded_steps_pg(db)
+    conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         rows = conn.execute(
             "SELECT run_id, position, kind, data FROM events"
@@ -99,6 +112,21 @@ def recorded_steps(db: Path) -> dict[tuple[str, int], Any]:
     finally:
         conn.close()
     assert dupes == 0
+    return {(r[0], r[1]): (r[2], json.loads(r[3])) for r in rows}
+
+
+def _recorded_steps_pg(dsn: str) -> dict[tuple[str, int], Any]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT run_id, position, kind, data FROM events WHERE terminal AND kind LIKE 'step_%'"
+        ).fetchall()
+        dupes = conn.execute(
+            "SELECT count(*) FROM (SELECT run_id, position FROM events WHERE terminal"
+            " GROUP BY run_id, position HAVING count(*) > 1) d"
+        ).fetchone()
+    assert dupes is not None and dupes[0] == 0
     return {(r[0], r[1]): (r[2], json.loads(r[3])) for r in rows}
 
 
@@ -134,7 +162,7 @@ def wait_all_done(server: Server, ids: list[str], timeout: float = 120) -> list[
             time.sleep(0.2)
 
 
-def assert_all_completed(db: Path, runs: list[dict[str, Any]]) -> None:
+def assert_all_completed(db: str, runs: list[dict[str, Any]]) -> None:
     assert [r["status"] for r in runs] == ["completed"] * RUNS, {r["status"] for r in runs}
     assert all(r["result"] == STEPS for r in runs)
     steps = recorded_steps(db)
@@ -143,9 +171,8 @@ def assert_all_completed(db: Path, runs: list[dict[str, Any]]) -> None:
         assert got == list(range(0, 2 * STEPS - 1, 2)), (r["id"], got)  # step, sleep, step...
 
 
-def test_sigkill_at_random_moments(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments(tmp_path: Path, db: str) -> None:
     rng = random.Random(os.environ.get("CRASH_SEED", "1234"))
-    db = tmp_path / "crash.db"
     server = Server(db, tmp_path / "server.log")
     server.start()
     ids = submit_all(server)
@@ -168,9 +195,8 @@ def test_sigkill_at_random_moments(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["step.before_commit", "step.after_commit"])
-def test_named_fault_points(tmp_path: Path, point: str) -> None:
+def test_named_fault_points(tmp_path: Path, db: str, point: str) -> None:
     """Crash exactly before / after a step's commit, repeatedly, then recover."""
-    db = tmp_path / "faults.db"
     server = Server(db, tmp_path / "server.log")
     server.start()
     ids = submit_all(server)

@@ -30,6 +30,7 @@ def test_help_describes_every_option() -> None:
         (["--app", "json"], "defines no @workflow"),
         (["--app", "agent_runtime.examples", "--port", "0"], "--port"),
         (["--app", "agent_runtime.examples", "--concurrency", "0"], "concurrency"),
+        (["--app", "agent_runtime.examples", "--lease-seconds", "0"], "--lease-seconds"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
