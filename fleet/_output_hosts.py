@@ -51,7 +51,9 @@ def restored(r: RestoreResult) -> None:
     if r.archived:
         out.print(f"  the history after that point was copied to {r.archived} in the bucket")
     if r.removed_stale:
-        out.print(f"  removed the stopped copy on: {', '.join(r.removed_stale)}")
+        out.print(
+            f"  removed the stopped copy on: {', '.join(r.removed_stale)} (its volume is kept)"
+        )
 
 
 def migrated(r: MigrateResult) -> None:

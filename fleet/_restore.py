@@ -4,7 +4,8 @@ that never saw it (a new host, or after losing the old one).
 Steps: the lease must be free (expired after a host loss, or revoked with --force-takeover);
 the image is copied to B if missing; a one-off container restores the backup (optionally to a
 point in time) into a new volume on B and reports the txid; only then is the tenant started
-from that volume, and stale copies of it on other reachable hosts are removed.
+from that volume, and stale copies of it on other reachable hosts are removed (their volumes
+are kept: they may hold transactions the backup lacks).
 
 Point in time: the restored copy becomes the tenant. It replicates onward into the same
 backup: Litestream sees the database behind the replica and writes a full snapshot as the next
@@ -117,9 +118,12 @@ def restore(
         archived = _archive(s3_host, tenant) if stamp else None
         removed = []
         for t in stale:  # stopped copies elsewhere would shadow the restored tenant
-            log.info("removing stale copy", tenant=tenant, host=t.host.name)
+            # Remove the container but keep its volume: after a failed final sync it is the
+            # only place holding the newest transactions. It cannot rewind the backup: a
+            # tenant started on a volume behind the replica keeps that database aside and
+            # restores (images/tenant/entrypoint.sh).
+            log.info("removing stale copy, keeping its volume", tenant=tenant, host=t.host.name)
             t.container.remove(force=True)
-            _remove_volume(t.host.client, volume)
             removed.append(t.host.name)
         source = stale[0] if stale else None
         result = up(

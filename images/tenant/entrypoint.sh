@@ -15,6 +15,7 @@
 set -euo pipefail
 
 DB=/data/tenant.db
+TRACKING=/data/.tenant.db-litestream  # Litestream's local state for $DB
 CONFIG=/etc/litefleet/litestream.yml
 APP_ENV=/tmp/litefleet-app.env
 SELF=/opt/litefleet/bin/litefleet-entrypoint
@@ -70,9 +71,39 @@ if [[ "${1:-}" != replicate ]]; then
     exec python3 -I -m fleet._lease hold -- "$SELF" replicate
 fi
 
-if [[ -e "$DB" ]]; then
-    log "using $DB from the volume"
-else
+# Highest txid in JSON lines on stdin: `litestream status -json` (local_txid) or
+# `litestream ltx -json` (max_txid); 0 when there is none.
+max_txid() {
+    python3 -I -c 'import json, sys
+rows = json.load(sys.stdin) or []
+print(max([int(r.get(sys.argv[1]) or "0", 16) for r in rows] or [0]))' "$1"
+}
+
+if [[ -e "$DB" && -d "$TRACKING" ]]; then
+    # Under the lease, the replica is the truth. A database this tenant replicated before
+    # (it has Litestream's tracking directory) that is now behind the replica (an old copy
+    # on a host that came back, a rolled-back migration, a restored tarball) must not be
+    # replicated: Litestream would carry on from it and rewind the backup. Keep it aside and
+    # restore instead. A database without tracking was just restored (`fleet restore`,
+    # possibly to a point in time on purpose) and is used as it is.
+    local_txid=$( (only_env "${LITESTREAM_VARS[@]}"; litestream status -json -config "$CONFIG" "$DB" 2>/dev/null) | max_txid local_txid) || local_txid=0
+    replica_txid=$( (only_env "${LITESTREAM_VARS[@]}"; litestream ltx -json -level all -config "$CONFIG" "$DB" 2>/dev/null) | max_txid max_txid) || replica_txid=0
+    if (( replica_txid > local_txid )); then
+        aside="/data/behind-replica-$(date -u +%Y%m%dT%H%M%SZ)"
+        mkdir -p "$aside"
+        mv "$DB" "$aside/"
+        for f in "$DB-wal" "$DB-shm" "$TRACKING"; do
+            [[ -e "$f" ]] && mv "$f" "$aside/"
+        done
+        log "$DB on the volume is behind the replica (txid $local_txid < $replica_txid): kept it in $aside, restoring"
+    else
+        log "using $DB from the volume (txid $local_txid, replica $replica_txid)"
+    fi
+elif [[ -e "$DB" ]]; then
+    log "using $DB from the volume (restored, not yet replicated)"
+fi
+
+if [[ ! -e "$DB" ]]; then
     t0=$EPOCHREALTIME
     (
         only_env "${LITESTREAM_VARS[@]}"
