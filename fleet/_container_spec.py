@@ -77,13 +77,15 @@ def tenant_container_config(
     db_password: str | None = None,
     name: str | None = None,
     tmp_size: str = "64m",
+    host: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``docker_client.containers.create(**cfg)``.
 
     ``s3`` is required unless ``db_url`` (postgresql://...) selects the Postgres backend, which
     has no local file to replicate; its password goes in ``db_password`` (PGPASSWORD), not in
     the URL, which ends up on the runtime's command line. ``env`` adds variables for the app;
-    the reserved ones (RESERVED_ENV) always come from the other arguments.
+    the reserved ones (RESERVED_ENV) always come from the other arguments. ``host`` names
+    the fleet host, recorded as the holder in the tenant's lease (LITEFLEET_HOST).
     """
     if not _TENANT_RE.fullmatch(tenant):
         raise ValueError(f"invalid tenant name {tenant!r}")
@@ -98,6 +100,8 @@ def tenant_container_config(
 
     environment = {k: v for k, v in (env or {}).items() if k not in RESERVED_ENV}
     environment.update({"TENANT": tenant, "AGENT_RUNTIME_TOKEN": token, "AGENT_RUNTIME_APP": app})
+    if host is not None:
+        environment["LITEFLEET_HOST"] = host
     if db_url is not None:
         environment["AGENT_RUNTIME_DB"] = db_url
         if db_password is not None:

@@ -36,11 +36,12 @@ def ensure_free(
     container: Any = None,
     force_takeover: bool = False,
     check_only: bool = False,
-    wait_s: float = lease.RENEW_S + 2.0,
 ) -> lease.Lease | None:
     """Raise TenantLeased unless ``tenant``'s lease is free, expired, or held by ``container``
     (the same container restarting). With ``force_takeover`` revoke a live lease instead and
-    give its holder ``wait_s`` to notice (one renewal period) before returning.
+    wait until the old lease's expiry before returning: a holder that reaches S3 stops at its
+    next renewal (412), one that cannot stops itself at least 1 s before that expiry, so only
+    then is it certain that nobody else replicates (at most one TTL).
     ``check_only``: neither raise nor revoke (the caller takes over later, once ready).
 
     Returns the lease as it was found (None: never leased).
@@ -64,8 +65,7 @@ def ensure_free(
         _, now = lease.revoke(c, tenant, by="fleet --force-takeover")
     except lease.S3Failure as exc:
         raise ObjectStoreError(f"cannot check the lease of {tenant!r}: {exc}") from None
-    # The old holder stops at its next renewal; never wait past its expiry (it self-fences then).
-    time.sleep(max(0.0, min(wait_s, current.expires_at - time.time())))
+    time.sleep(max(0.0, current.expires_at - time.time()))
     return now
 
 

@@ -48,7 +48,8 @@ PREFIX = "leases/"
 TTL_S = 15.0
 RENEW_S = 5.0
 EXIT_LEASE = 75  # EX_TEMPFAIL: the keeper did not get, or lost, the lease
-_HTTP_TIMEOUT_S = 3.0
+_FENCE_MARGIN_S = 1.0  # stop replicating at least this long before the lease expires
+_HTTP_TIMEOUT_S = 3.0  # the whole request, connect to last byte (a deadline, not per read)
 
 
 # -- a minimal S3 client (path style), enough for one small JSON object
@@ -144,9 +145,15 @@ def sign_v4(
 
 
 def _request(
-    conf: S3Conf, method: str, key: str, body: bytes = b"", headers: dict[str, str] | None = None
+    conf: S3Conf,
+    method: str,
+    key: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = _HTTP_TIMEOUT_S,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 request on a fresh connection (Connection: close); (status, headers, body)."""
+    """One HTTP/1.1 request on a fresh connection (Connection: close); (status, headers, body).
+    ``timeout`` bounds the whole request, connect to last byte."""
     url = urllib.parse.urlsplit(conf.endpoint)
     path = f"{url.path.rstrip('/')}/{conf.bucket}/{key}"
     hdrs = sign_v4(conf, method, path, headers or {}, body, _dt.datetime.now(_dt.UTC))
@@ -155,8 +162,9 @@ def _request(
     head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((url.hostname or "", port), _HTTP_TIMEOUT_S) as raw:
+        with socket.create_connection((url.hostname or "", port), timeout) as raw:
             sock = raw
             if https:  # only then pay for OpenSSL
                 import ssl
@@ -164,7 +172,16 @@ def _request(
                 sock = ssl.create_default_context().wrap_socket(raw, server_hostname=url.hostname)
             sock.sendall(head.encode() + body)
             chunks = []
-            while chunk := sock.recv(65536):
+            while True:
+                # A server that trickles its answer must not stretch a request past the
+                # deadline: the keeper's fencing arithmetic relies on it.
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no complete answer within {timeout:g} s")
+                sock.settimeout(left)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
                 chunks.append(chunk)
     except OSError as exc:
         raise S3Failure(f"{method} {key}: {type(exc).__name__}: {exc}") from None
@@ -315,7 +332,9 @@ def read(conf: S3Conf, tenant: str) -> Lease | None:
         raise S3Failure(f"{lease_key(tenant)} is not a lease object") from None
 
 
-def _write(conf: S3Conf, lease: Lease, *, if_match: str | None) -> Lease:
+def _write(
+    conf: S3Conf, lease: Lease, *, if_match: str | None, timeout: float = _HTTP_TIMEOUT_S
+) -> Lease:
     body = json.dumps(
         {
             "tenant": lease.tenant,
@@ -336,6 +355,7 @@ def _write(conf: S3Conf, lease: Lease, *, if_match: str | None) -> Lease:
         lease_key(lease.tenant),
         body,
         {"content-type": "application/json", **cond},
+        timeout,
     )
     if status in (409, 412):
         raise PreconditionFailed(lease.tenant)
@@ -366,12 +386,18 @@ def acquire(conf: S3Conf, tenant: str, holder: Holder, ttl: float = TTL_S) -> Le
         raise LeaseHeld(latest or new) from None
 
 
+def renewal_budget(ttl: float) -> tuple[float, float]:
+    """(longest a renewal may take, margin before expiry by which the holder has stopped),
+    scaled down for short TTLs (tests) so that a renewal still fits in the lease."""
+    return min(_HTTP_TIMEOUT_S, ttl / 5), min(_FENCE_MARGIN_S, ttl / 10)
+
+
 def renew(conf: S3Conf, lease: Lease, ttl: float = TTL_S) -> Lease:
     """Extend our lease; LeaseLost when it was written by anyone else since."""
     now = time.time()
     new = lease.replace(expires_at=now + ttl, renewed_at=now)
     try:
-        return _write(conf, new, if_match=lease.etag)
+        return _write(conf, new, if_match=lease.etag, timeout=renewal_budget(ttl)[0])
     except PreconditionFailed:
         raise LeaseLost(lease.tenant) from None
 
@@ -508,6 +534,12 @@ class Keeper:
             if time.monotonic() < next_renew:
                 time.sleep(0.25)  # reaps the child within 0.25 s; ~no idle CPU
                 continue
+            # Fence before the lease can lapse, counting the worst case of the attempt we
+            # are about to make: a successor may take the lease the moment it expires.
+            attempt_s, margin_s = renewal_budget(self.ttl)
+            if time.time() + attempt_s + margin_s >= lease.expires_at:
+                self._fence("cannot renew the lease before it expires")
+                return EXIT_LEASE
             try:
                 lease = renew(self.conf, lease, self.ttl)
                 next_renew = time.monotonic() + self.renew_every
@@ -516,10 +548,7 @@ class Keeper:
                 self._fence(f"lease taken over ({now_lease.describe() if now_lease else 'gone'})")
                 return EXIT_LEASE
             except S3Failure as exc:
-                # Stop before the lease can run out: a new holder may start right after.
-                if time.time() >= lease.expires_at - min(self.renew_every, 2.0):
-                    self._fence(f"cannot renew the lease before it expires ({exc})")
-                    return EXIT_LEASE
+                # The check above fences before the next attempt if it could end too late.
                 self.log(f"renewal failed, retrying: {exc}")
                 next_renew = time.monotonic() + 1.0
         # The child ended (after Litestream's final sync on a clean stop): hand the lease back.

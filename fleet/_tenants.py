@@ -257,7 +257,8 @@ def up(
         memory=memory,
         cpus=cpus,
         # The lease keeper names its holder "<host>/<container id>".
-        env={**(env or {}), "LITEFLEET_HOST": target.name},
+        env=env,
+        host=target.name,
         labels=own,
         network=network,
         db_url=pg.url if pg else None,
