@@ -115,7 +115,12 @@ def _serve(args: argparse.Namespace) -> int:
             await runtime.stop(grace=args.grace)
         return server.started
 
-    return 0 if asyncio.run(serve()) else EXIT_ERROR
+    ok = asyncio.run(serve())
+    # Plain steps still running after the grace period are abandoned (not recorded, run
+    # again after a restart); their threads must not keep the process alive past --grace.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if ok else EXIT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from ._errors import InvalidInput
 from ._store import Event, Run
 
 
@@ -21,6 +22,13 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def parse_cursor(cursor: str) -> int:
+    """A list cursor is the creation number of the last run seen, as decimal text."""
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+        raise InvalidInput(f"invalid cursor {cursor[:40]!r}")
+    return int(cursor)
 
 
 def run_from_row(row: Sequence[Any]) -> Run:

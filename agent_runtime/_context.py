@@ -13,14 +13,17 @@ and unwinds with ``Suspend``: a sleeping run holds no task and no thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import random as _random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -29,6 +32,7 @@ from ._errors import NonDeterminismError, SignalTimeout, StepFailed, StepTimeout
 from ._store import Event, EventKind, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ._definitions import Step
@@ -61,6 +65,19 @@ class Draining(BaseException):
     """The runtime is shutting down: stop before starting another step."""
 
 
+class StoreUnavailable(BaseException):
+    """The store failed to record something (connection lost, disk full, busy for too
+    long). Not the workflow's fault: the run is interrupted and retried from its history,
+    never failed, and workflow code's ``except Exception`` cannot swallow it."""
+
+
+async def _stored(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except Exception as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 def current_context() -> WorkflowContext | None:
     return _current.get()
 
@@ -76,7 +93,7 @@ def reset_context(token: Any) -> None:
 def to_json_value(value: Any, what: str) -> Any:
     """Round-trip through JSON so first execution and replay see the same value."""
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
 
@@ -92,6 +109,7 @@ class WorkflowContext:
         draining: Callable[[], bool],
         solo: Callable[[], bool] = lambda: False,
         on_wait: Callable[[str, float | None], None],
+        executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -99,6 +117,8 @@ class WorkflowContext:
         self._draining = draining
         self._solo = solo
         self._on_wait = on_wait
+        self._executor = executor
+        self._step_tasks: set[asyncio.Task[Any]] = set()  # tasks inside _run_step now
         self._next = 0
         self._events: dict[int, list[Event]] = {}
         for ev in history:
@@ -122,8 +142,8 @@ class WorkflowContext:
         return next((e for e in events if e.terminal), None)
 
     async def _append(self, event: Event, transition: Transition | None = None) -> Event:
-        stored = await self.store.append(
-            self.run_id, self.owner, [event], transition, solo=self._solo()
+        stored = await _stored(
+            self.store.append(self.run_id, self.owner, [event], transition, solo=self._solo())
         )
         if stored is None:
             raise Fenced()
@@ -148,6 +168,33 @@ class WorkflowContext:
         done = self._terminal(recorded)
         if done is not None:
             return self._step_outcome(step, done)
+        task = asyncio.current_task()
+        if task is not None:
+            self._step_tasks.add(task)
+        try:
+            return await self._execute_step(pos, recorded, step, args, kwargs)
+        finally:
+            if task is not None:
+                self._step_tasks.discard(task)
+
+    async def cancel_steps(self) -> None:
+        """Cancel steps still running beside a branch that suspended or lost the run
+        (``asyncio.gather``): otherwise they would run on while the run is re-executed."""
+        me = asyncio.current_task()
+        others = [t for t in self._step_tasks if t is not me and not t.done()]
+        for t in others:
+            t.cancel()
+        if others:
+            await asyncio.gather(*others, return_exceptions=True)
+
+    async def _execute_step(
+        self,
+        pos: int,
+        recorded: list[Event],
+        step: Step,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         failures = [e for e in recorded if e.kind == EventKind.STEP_ATTEMPT_FAILED]
         attempt = len(failures) + 1
         if failures:  # resumed mid-backoff: honour the recorded retry time
@@ -223,7 +270,10 @@ class WorkflowContext:
             if step.is_async:
                 aw = step.fn(*args, **kwargs)
             else:
-                aw = asyncio.to_thread(step.fn, *args, **kwargs)
+                # On the runtime's own pool, so that shutting down does not wait for steps
+                # still running past the grace period (their results are not recorded).
+                call = functools.partial(contextvars.copy_context().run, step.fn, *args, **kwargs)
+                aw = asyncio.get_running_loop().run_in_executor(self._executor, call)
             if step.timeout is None:
                 return await aw
             try:
@@ -256,7 +306,7 @@ class WorkflowContext:
             else [Event(EventKind.TIMER_STARTED, pos, "sleep", None, {"wake_at": wake_at})]
         )
         transition = Transition(RunStatus.SLEEPING, wake_at=wake_at, release=True)
-        if await self.store.append(self.run_id, self.owner, events, transition) is None:
+        if await _stored(self.store.append(self.run_id, self.owner, events, transition)) is None:
             raise Fenced()
         _faults.fault_point("timer.after_commit")
         self._on_wait(RunStatus.SLEEPING, wake_at)
@@ -274,8 +324,8 @@ class WorkflowContext:
                 deadline = started.data.get("deadline")
             else:
                 deadline = None if timeout is None else now + max(0.0, timeout)
-            outcome = await self.store.take_signal(
-                self.run_id, self.owner, pos, name, deadline, now
+            outcome = await _stored(
+                self.store.take_signal(self.run_id, self.owner, pos, name, deadline, now)
             )
             if outcome is None:
                 raise Fenced()

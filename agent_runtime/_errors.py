@@ -86,4 +86,8 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
         if t.__module__ in ("builtins", __name__)
         else f"{t.__module__}.{t.__qualname__}"
     )
-    return {"type": name, "message": str(exc)}
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not take the run's bookkeeping down with it
+        message = f"<{name} whose message cannot be shown>"
+    return {"type": name, "message": message}

@@ -80,9 +80,17 @@ async def _read_json(request: Request, *, allow_empty: bool = False) -> Any:
             return None
         raise InvalidInput("request body is empty: send a JSON object")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constants)
     except ValueError as exc:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("request body is nested too deeply") from None
+
+
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON: accepted, they would make every later response that
+    # contains them fail to encode.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0) -> Starlette:
@@ -116,7 +124,7 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
     async def list_runs(request: Request) -> Response:
         q = request.query_params
         limit_s = q.get("limit", "50")
-        if not limit_s.isdigit():
+        if not (limit_s.isascii() and limit_s.isdigit()):
             raise InvalidInput("limit must be a positive integer")
         page = await runtime.list_runs(
             status=q.get("status") or None,

@@ -19,8 +19,9 @@ from psycopg import AsyncConnection
 from ._codec import dumps as _dumps
 from ._codec import event_from_row as _event
 from ._codec import loads as _loads
+from ._codec import parse_cursor
 from ._codec import run_from_row as _run
-from ._errors import InvalidInput, StorageError
+from ._errors import StorageError
 from ._postgres_schema import DDL, SCHEMA_LOCK_KEY, SCHEMA_VERSION, WORK_CHANNEL
 from ._store import (
     TERMINAL_STATUSES,
@@ -166,10 +167,8 @@ async def op_list_runs(
         where.append("workflow = %s")
         params.append(workflow)
     if cursor is not None:
-        if not cursor.isdigit():
-            raise InvalidInput(f"invalid cursor {cursor!r}")
         where.append("num < %s")
-        params.append(int(cursor))
+        params.append(parse_cursor(cursor))
     sql = f"SELECT {_RUN_COLS}, num FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -14,6 +14,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +24,7 @@ from . import _faults
 from ._context import (
     Draining,
     Fenced,
+    StoreUnavailable,
     Suspend,
     WorkflowContext,
     reset_context,
@@ -42,6 +44,9 @@ def open_store(db: str | Store, synchronous: str = "FULL") -> Store:
     """A store for a database path or URL (``postgresql://...`` selects PostgreSQL)."""
     if not isinstance(db, str):
         return db
+    if "=" in db and not db.startswith(("postgresql://", "postgres://")):
+        # A libpq key=value DSN would otherwise become a SQLite file named after it.
+        raise InvalidInput("--db takes a SQLite path or a postgresql:// URL, not a key=value DSN")
     if db.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
 
@@ -95,6 +100,8 @@ class Runtime:
         self._done = asyncio.Condition()
         self._draining = False
         self._scheduler: asyncio.Task[None] | None = None
+        self._orphans: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._started = False
 
@@ -104,6 +111,9 @@ class Runtime:
         if self._started:
             return
         await self.store.open()
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(32, self.concurrency + 4), thread_name_prefix="agent-runtime-step"
+        )
         self._started = True
         self._draining = False
         self._scheduler = asyncio.create_task(self._schedule(), name="agent-runtime-scheduler")
@@ -132,6 +142,11 @@ class Runtime:
             return_exceptions=True,
         )
         await self.store.close()
+        if self._executor is not None:
+            # Plain steps still running past the grace period are abandoned, not awaited:
+            # their results are not recorded and they run again after a restart.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self._started = False
         log.info("runtime_stopped", interrupted=len([t for t in tasks if t.cancelled()]))
 
@@ -253,8 +268,19 @@ class Runtime:
             self._kick.set()
 
     async def _schedule(self) -> None:
+        while not self._draining:
+            try:
+                await self._schedule_loop()
+            except Exception as exc:  # the store may be briefly unavailable: keep going
+                log.warning("scheduler_error", error=f"{type(exc).__name__}: {exc}")
+                self._maybe_runnable = True
+                await asyncio.sleep(0.5)
+
+    async def _schedule_loop(self) -> None:
         next_poll = 0.0
         while not self._draining:
+            if self._orphans:
+                await self._release_orphans()
             now = time.time()
             due = [t for t in self._timers if t <= now]
             if due or self._maybe_runnable or time.monotonic() >= next_poll:
@@ -285,6 +311,18 @@ class Runtime:
             except TimeoutError:
                 pass
             self._kick.clear()
+
+    async def _release_orphans(self) -> None:
+        """Hand back runs whose execution broke off for a reason that is not theirs (the
+        store failed mid-run, the task crashed): they are still ``running`` and ours, and
+        would otherwise never be claimed again by this process."""
+        for run_id in list(self._orphans):
+            if run_id in self._active:
+                continue
+            pending = Transition(RunStatus.PENDING, release=True)
+            await self.store.append(run_id, self.owner, [], pending)  # None: no longer ours
+            self._orphans.discard(run_id)
+            self._maybe_runnable = True
 
     async def _claim(self, now: float) -> None:
         free = self.concurrency - len(self._active)
@@ -322,8 +360,9 @@ class Runtime:
         bound = log.bind(run_id=run.id, workflow=run.workflow)
         try:
             await self._drive(run, bound)
-        except Exception as exc:  # never let a run's task die silently
-            bound.error("run_crashed", error=str(exc))
+        except (Exception, StoreUnavailable) as exc:  # never let a run's task die silently
+            bound.error("run_interrupted", error=f"{type(exc).__name__}: {exc}")
+            self._orphans.add(run.id)  # released and retried from its history
         finally:
             self._active.pop(run.id, None)
             self._maybe_runnable = True
@@ -352,15 +391,21 @@ class Runtime:
             draining=lambda: self._draining,
             solo=lambda: len(self._active) == 1,
             on_wait=self._on_wait,
+            executor=self._executor,
         )
         token = set_context(ctx)
         try:
             result = to_json_value(await wf.fn(**run.input), "workflow result")
         except Suspend:
             bound.debug("run_suspended")
+            await ctx.cancel_steps()
             return
         except (Fenced, Draining):
+            await ctx.cancel_steps()
             return
+        except StoreUnavailable:
+            await ctx.cancel_steps()
+            raise
         except asyncio.CancelledError:
             return  # cancelled by the API (already recorded) or by shutdown (recovered later)
         except Exception as exc:

@@ -18,6 +18,7 @@ import apsw
 from ._codec import dumps as _dumps
 from ._codec import event_from_row as _event
 from ._codec import loads as _loads
+from ._codec import parse_cursor
 from ._codec import run_from_row as _run
 from ._errors import InvalidInput, StorageError
 from ._group_commit import BUSY, GroupCommitWriter, call_with_retry
@@ -338,6 +339,9 @@ class SQLiteStore:
                 conn.close()
             self._writer.start()
             self._reader = self._connect()
+        except StorageError:
+            await self.close()
+            raise
         except apsw.Error as exc:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {exc}") from None
@@ -387,10 +391,8 @@ class SQLiteStore:
             where.append("workflow = ?")
             params.append(workflow)
         if cursor is not None:
-            if not cursor.isdigit():
-                raise InvalidInput(f"invalid cursor {cursor!r}")
             where.append("num < ?")
-            params.append(int(cursor))
+            params.append(parse_cursor(cursor))
         sql = f"SELECT {_RUN_COLS}, num FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._errors import StorageError
+
 MIGRATIONS: list[str] = [
     # 1: runs, their append-only history, buffered signals.
     """
@@ -67,9 +69,10 @@ def migrate(conn: Any) -> int:
     """Bring the schema up to date in one transaction; returns the version found."""
     found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise StorageError(
             f"database schema version {found} is newer than this agent-runtime "
-            f"supports ({SCHEMA_VERSION}): upgrade litefleet"
+            f"supports ({SCHEMA_VERSION})",
+            hint="upgrade litefleet (pip install -U litefleet)",
         )
     if found == SCHEMA_VERSION:
         return found

@@ -82,6 +82,8 @@ def test_submit_get_and_idempotent_id(client: TestClient) -> None:
         (b'{"workflow": "echo", "input": {"wrong": 1}}', 422, "does not fit"),
         (b'{"workflow": "echo", "extra": 1}', 422, "unknown field"),
         (b'{"workflow": "echo", "id": 5}', 422, "id"),
+        (b'{"workflow": "echo", "input": {"message": NaN}}', 400, "NaN"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
     ],
 )
 def test_bad_submissions(client: TestClient, body: bytes, status: int, needle: str) -> None:
@@ -138,6 +140,9 @@ def test_list_filters_paging_and_validation(client: TestClient) -> None:
     assert client.get("/v1/runs", params={"limit": "x"}).status_code == 422
     assert client.get("/v1/runs", params={"limit": "0"}).status_code == 422
     assert client.get("/v1/runs", params={"cursor": "abc"}).status_code == 422
+    assert client.get("/v1/runs", params={"cursor": "9" * 30}).status_code == 422
+    assert client.get("/v1/runs", params={"cursor": "\u00b2"}).status_code == 422
+    assert client.get("/v1/runs", params={"limit": "\u00b2"}).status_code == 422
 
 
 def test_workflows_and_metrics(client: TestClient) -> None:

@@ -31,6 +31,7 @@ def test_help_describes_every_option() -> None:
         (["--app", "agent_runtime.examples", "--port", "0"], "--port"),
         (["--app", "agent_runtime.examples", "--concurrency", "0"], "concurrency"),
         (["--app", "agent_runtime.examples", "--lease-seconds", "0"], "--lease-seconds"),
+        (["--app", "agent_runtime.examples", "--db", "host=db password=x"], "key=value DSN"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -107,3 +108,53 @@ def test_token_is_never_logged(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert secret not in output
+
+
+def test_sigterm_does_not_wait_past_grace_for_a_plain_step(tmp_path: Path) -> None:
+    """A plain (threaded) step still running after --grace is abandoned, not awaited."""
+    import time
+
+    import httpx
+
+    app = tmp_path / "slowapp.py"
+    app.write_text(
+        "import time\n"
+        "from agent_runtime import step, workflow\n"
+        "@step\n"
+        "def slow() -> str:\n"
+        "    time.sleep(30)\n"
+        "    return 'done'\n"
+        "@workflow\n"
+        "async def slowflow() -> str:\n"
+        "    return str(await slow())\n"
+    )
+    proc = subprocess.Popen(
+        [
+            BIN,
+            "serve",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--app",
+            str(app),
+            "--port",
+            "18997",
+            "--grace",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                httpx.post("http://127.0.0.1:18997/v1/runs", json={"workflow": "slowflow"})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.terminate()
+        assert proc.wait(15) == 0
+        assert time.monotonic() - t0 < 6  # grace 1 s + shutdown, not the step's 30 s
+    finally:
+        proc.kill()
