@@ -430,7 +430,13 @@ async def test_runs_of_a_killed_process_are_taken_over_after_its_lease(workers: 
     victim = workers.procs[0]
 
     async def kill_first_worker() -> None:
-        await asyncio.sleep(0.4)  # let both processes get runs under way
+        # Kill it once it has runs under way (a fixed delay is not enough on a busy machine).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(r[2] == victim.pid for r in workers.records()):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
         victim.wait(5)
 
