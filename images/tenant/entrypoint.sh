@@ -11,7 +11,10 @@
 #   stage 1 (no argument): checks, app env file, then `exec` the keeper running stage 2;
 #   stage 2 (`replicate`): restore if the volume is empty, then `exec litestream replicate`.
 # Litestream gets an explicit environment (only the variables below): a stray AWS_CA_BUNDLE or
-# AWS_* credential must not change how it talks to S3. The runtime never sees the S3 secret.
+# AWS_* credential must not change how it talks to S3. The runtime's own environment has no S3
+# secret, but this is hygiene, not isolation: it runs as the same uid as tini, the lease keeper
+# and Litestream, whose environments (/proc/PID/environ) hold it. Agent code can read the
+# bucket credentials: give each tenant its own, scoped to tenants/<t>/ and leases/<t>.json.
 set -euo pipefail
 
 DB=/data/tenant.db
