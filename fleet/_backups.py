@@ -22,7 +22,7 @@ import apsw
 
 from ._container_spec import DB_PATH, S3Target
 from ._errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
-from ._names import backup_prefix
+from ._names import archive_prefix, backup_prefix
 
 # <prefix><level as 4 hex>/<min txid>-<max txid>.ltx (Litestream 0.5 layout)
 _LTX_KEY = re.compile(r"(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
@@ -89,11 +89,17 @@ def backup_state(s3: S3Target, tenant: str, client: Any = None) -> BackupState:
 
 
 def purge(s3: S3Target, tenant: str) -> int:
-    """Delete every object under the tenant's prefix; returns how many were deleted."""
+    """Delete the tenant's backup and the history archived by point-in-time restores;
+    returns how many objects were deleted."""
     client = s3_client(s3)
     deleted = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=s3.bucket, Prefix=backup_prefix(tenant)):
+    pages = [
+        page
+        for prefix in (backup_prefix(tenant), archive_prefix(tenant))
+        for page in paginator.paginate(Bucket=s3.bucket, Prefix=prefix)
+    ]
+    for page in pages:
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
             out = client.delete_objects(Bucket=s3.bucket, Delete={"Objects": keys, "Quiet": True})

@@ -40,6 +40,11 @@ def volume_name(tenant: str) -> str:
     return f"litefleet-{tenant}-data"
 
 
+def archive_prefix(tenant: str) -> str:
+    """Where point-in-time restores keep the history they rewound (fleet restore --at)."""
+    return f"archive/{check_tenant(tenant)}/"
+
+
 def backup_prefix(tenant: str) -> str:
     """Where Litestream keeps the tenant's replica inside the bucket."""
     return f"tenants/{tenant}/"

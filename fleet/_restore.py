@@ -223,7 +223,7 @@ def _archive(s3: S3Target, tenant: str) -> str:
     client = s3_client(s3)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     src = names.backup_prefix(tenant)
-    dest = f"archive/{tenant}/{stamp}/"
+    dest = f"{names.archive_prefix(tenant)}{stamp}/"
     copied = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=src):
         for obj in page.get("Contents", []):

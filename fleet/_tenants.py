@@ -205,6 +205,24 @@ def up(
             )
         if existing.running:
             return UpResult(existing, "running")
+        changed = [
+            flag
+            for flag, given in (
+                ("--image", image is not None and image != existing.image),
+                ("--db-url", db_url is not None),
+                ("--env", bool(env)),
+                ("--label", bool(labels) and labels != existing.labels),
+                ("--ttl", ttl is not None),
+            )
+            if given
+        ]
+        if changed:  # a stopped container starts as it was created: say so, change nothing
+            raise InvalidArgument(
+                f"tenant {tenant!r} exists (stopped) and starts with its own settings: "
+                f"{', '.join(changed)} would be ignored",
+                f"run `fleet up {tenant}` alone, or `fleet rm {tenant}` (its backup is kept) "
+                "and `fleet up` it again with the new settings",
+            )
         if existing.backend == "sqlite":
             _fence.ensure_free(
                 fleet, tenant, container=existing.container, force_takeover=force_takeover

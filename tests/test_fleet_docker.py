@@ -277,3 +277,16 @@ def test_s3_status_says_memory(run: Fleet) -> None:
     assert "running at http://127.0.0.1:" in _ok(run("s3", "up")).out  # idempotent
     r = _ok(run("s3", "status"))
     assert "running" in r.out and "memory" in r.out
+
+
+def test_up_of_a_stopped_tenant_refuses_settings_it_would_ignore(run: Fleet) -> None:
+    t = _name("stopped")
+    _ok(run("up", t))
+    _ok(run("down", t))
+    r = run("up", t, "--image", "litefleet/tenant:other", "--env", "K=V")
+    assert r.code == 2
+    line = one_line_error(r)
+    assert "exists (stopped)" in line and "--image" in line and "--env" in line
+    assert _ls(run)[t]["state"] == "exited"  # nothing changed
+    _ok(run("up", t))  # alone, it starts as it was
+    assert _ls(run)[t]["state"] == "running"
