@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import InvalidInput
-from ._store import Event, Run
+from ._store import Event, Run, RunPage
 
 
 def dumps(value: Any) -> str:
@@ -29,6 +29,38 @@ def parse_cursor(cursor: str) -> int:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise InvalidInput(f"invalid cursor {cursor[:40]!r}")
     return int(cursor)
+
+
+RUN_COLUMNS = "id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner"
+
+
+def list_runs_query(
+    status: str | None, workflow: str | None, limit: int, cursor: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The run listing both backends run (newest first, one row more than ``limit`` to know
+    whether a next page exists); ``mark`` is the driver's placeholder (``?`` or ``%s``)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        where.append(f"status = {mark}")
+        params.append(status)
+    if workflow is not None:
+        where.append(f"workflow = {mark}")
+        params.append(workflow)
+    if cursor is not None:
+        where.append(f"num < {mark}")
+        params.append(parse_cursor(cursor))
+    sql = f"SELECT {RUN_COLUMNS}, num FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + f" ORDER BY num DESC LIMIT {mark}", [*params, limit + 1]
+
+
+def page_from_rows(rows: Sequence[Sequence[Any]], limit: int) -> RunPage:
+    """A page from ``list_runs_query`` rows; the cursor is the last run's ``num``."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RunPage([run_from_row(r) for r in rows], str(rows[-1][10]) if more and rows else None)
 
 
 def run_from_row(row: Sequence[Any]) -> Run:

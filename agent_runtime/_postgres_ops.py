@@ -16,10 +16,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ._codec import RUN_COLUMNS as _RUN_COLS
 from ._codec import dumps as _dumps
 from ._codec import event_from_row as _event
+from ._codec import list_runs_query, page_from_rows
 from ._codec import loads as _loads
-from ._codec import parse_cursor
 from ._codec import run_from_row as _run
 from ._errors import StorageError
 from ._postgres_schema import DDL, SCHEMA_LOCK_KEY, SCHEMA_VERSION, WORK_CHANNEL
@@ -36,7 +37,6 @@ from ._store import (
 
 Conn = AsyncConnection[tuple[Any, ...]]
 
-_RUN_COLS = "id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner"
 _EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
 # Row layout of _lock_run: the run columns, then these.
 _STATUS, _OWNER, _LAST_SEQ, _WAITING_ON = 2, 9, 10, 11
@@ -158,26 +158,9 @@ async def op_get_run(conn: Conn, run_id: str) -> Run | None:
 async def op_list_runs(
     conn: Conn, status: str | None, workflow: str | None, limit: int, cursor: str | None
 ) -> RunPage:
-    where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where.append("status = %s")
-        params.append(status)
-    if workflow is not None:
-        where.append("workflow = %s")
-        params.append(workflow)
-    if cursor is not None:
-        where.append("num < %s")
-        params.append(parse_cursor(cursor))
-    sql = f"SELECT {_RUN_COLS}, num FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY num DESC LIMIT %s"
-    params.append(limit + 1)
+    sql, params = list_runs_query(status, workflow, limit, cursor, "%s")
     rows = await (await conn.execute(sql.encode(), params)).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return RunPage([_run(r) for r in rows], str(rows[-1][10]) if more and rows else None)
+    return page_from_rows(rows, limit)
 
 
 async def op_count_by_status(conn: Conn) -> dict[str, int]:

@@ -15,10 +15,11 @@ from typing import Any, cast
 
 import apsw
 
+from ._codec import RUN_COLUMNS as _RUN_COLS
 from ._codec import dumps as _dumps
 from ._codec import event_from_row as _event
+from ._codec import list_runs_query, page_from_rows
 from ._codec import loads as _loads
-from ._codec import parse_cursor
 from ._codec import run_from_row as _run
 from ._errors import InvalidInput, StorageError
 from ._group_commit import BUSY, GroupCommitWriter, call_with_retry
@@ -38,7 +39,6 @@ MIN_SQLITE = (3, 51, 3)  # WAL-reset corruption bug fixed in 3.51.3
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 BUSY_TIMEOUT_MS = 5000
 
-_RUN_COLS = "id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner"
 _EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
 
 
@@ -382,25 +382,9 @@ class SQLiteStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if workflow is not None:
-            where.append("workflow = ?")
-            params.append(workflow)
-        if cursor is not None:
-            where.append("num < ?")
-            params.append(parse_cursor(cursor))
-        sql = f"SELECT {_RUN_COLS}, num FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY num DESC LIMIT ?"
-        rows = call_with_retry(lambda: self._read().execute(sql, (*params, limit + 1)).fetchall())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return RunPage([_run(r) for r in rows], str(rows[-1][10]) if more and rows else None)
+        sql, params = list_runs_query(status, workflow, limit, cursor, "?")
+        rows = call_with_retry(lambda: self._read().execute(sql, params).fetchall())
+        return page_from_rows(rows, limit)
 
     async def count_by_status(self) -> dict[str, int]:
         rows = self._read().execute("SELECT status, count(*) FROM runs GROUP BY status")
