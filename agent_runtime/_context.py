@@ -108,7 +108,7 @@ class WorkflowContext:
         history: list[Event],
         draining: Callable[[], bool],
         solo: Callable[[], bool] = lambda: False,
-        on_wait: Callable[[str, float | None], None],
+        on_wait: Callable[[float | None], None],
         executor: Executor | None = None,
     ) -> None:
         self.store = store
@@ -309,7 +309,7 @@ class WorkflowContext:
         if await _stored(self.store.append(self.run_id, self.owner, events, transition)) is None:
             raise Fenced()
         _faults.fault_point("timer.after_commit")
-        self._on_wait(RunStatus.SLEEPING, wake_at)
+        self._on_wait(wake_at)
         raise Suspend()
 
     # -- signals
@@ -338,7 +338,7 @@ class WorkflowContext:
                     Event(EventKind.SIGNAL_TIMED_OUT, pos, name, None, {"timeout": timeout}, True)
                 )
             else:
-                self._on_wait(RunStatus.WAITING, deadline)
+                self._on_wait(deadline)
                 raise Suspend()
         if done.kind == EventKind.SIGNAL_TIMED_OUT:
             raise SignalTimeout(name, float(done.data.get("timeout") or 0))

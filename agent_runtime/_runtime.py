@@ -262,7 +262,7 @@ class Runtime:
         self._maybe_runnable = True
         self._kick.set()
 
-    def _on_wait(self, status: str, wake_at: float | None) -> None:
+    def _on_wait(self, wake_at: float | None) -> None:
         if wake_at is not None:
             self._timers.append(wake_at)
             self._kick.set()
