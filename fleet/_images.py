@@ -27,8 +27,9 @@ def version() -> str:
 
 
 def image_ref(name: str) -> str:
-    """``litefleet/<name>:<version>`` for name in tenant, s3."""
-    return f"litefleet/{name}:{version()}"
+    """``litefleet/<name>:<tag>`` for name in tenant, s3: the tag is the version, or
+    LITEFLEET_IMAGE_TAG (what images/build.sh tagged; parallel checkouts on one engine)."""
+    return f"litefleet/{name}:{os.environ.get('LITEFLEET_IMAGE_TAG') or version()}"
 
 
 def build_images(repo_root: Path | str) -> list[tuple[str, int]]:

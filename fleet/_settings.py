@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
+from ._images import image_ref
 
 DEFAULT_CONFIG = Path("~/.config/litefleet/fleet.toml")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("litefleet")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0.1.0"
 
 
 class FleetSettings(BaseSettings):
@@ -41,7 +34,7 @@ class FleetSettings(BaseSettings):
     s3_access_key_id: str = "litefleet"
     s3_secret_access_key: SecretStr = SecretStr("litefleet")
     s3_port: int = Field(9000, description="host port of the embedded store (127.0.0.1)")
-    image: str = f"litefleet/tenant:{_version()}"
+    image: str = Field(default_factory=lambda: image_ref("tenant"))
     hosts: str = Field("", description="name=docker-url,...; empty = one host 'local'")
     registry: str | None = Field(
         None, description="registry hosts pull the tenant image from; unset = copy it over"

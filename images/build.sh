@@ -11,6 +11,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$ROOT/build"
 PY="$ROOT/.venv/bin/python"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)"
+# Tag of the built images: the version, or LITEFLEET_IMAGE_TAG (a developer's worktree builds its
+# own tag so that parallel checkouts on one engine do not test each other's images).
+TAG="${LITEFLEET_IMAGE_TAG:-$VERSION}"
 DEFAULT_BASE="litefleet/base:bookworm"
 BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE}"
 SUITE=bookworm
@@ -114,10 +117,12 @@ stage() {
 
 build_image() {
     local name="$1" ctx="$2"
-    log "building litefleet/$name:$VERSION ..."
+    local -a tags=(-t "litefleet/$name:$TAG")
+    [[ "$TAG" == "$VERSION" ]] && tags+=(-t "litefleet/$name:latest")
+    log "building litefleet/$name:$TAG ..."
     docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$VERSION" \
         --label "org.opencontainers.image.version=$VERSION" \
-        -t "litefleet/$name:$VERSION" -t "litefleet/$name:latest" "$ctx" >"$BUILD/docker-$name.log" 2>&1 \
+        "${tags[@]}" "$ctx" >"$BUILD/docker-$name.log" 2>&1 \
         || { tail -n 30 "$BUILD/docker-$name.log" >&2; die "docker build of litefleet/$name failed"; }
 }
 
@@ -135,7 +140,7 @@ build_image s3 "$(stage s3)"
 docker image prune -f --filter "label=org.opencontainers.image.version" >/dev/null 2>&1 || true
 
 for name in base tenant s3; do
-    ref="litefleet/$name:$VERSION"
+    ref="litefleet/$name:$TAG"
     [[ "$name" == base ]] && ref="$BASE_IMAGE"
     size="$(docker image inspect -f '{{.Size}}' "$ref")"
     printf 'images: %-28s %6d MB\n' "$ref" "$((size / 1000000))"
