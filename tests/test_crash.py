@@ -42,8 +42,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class Server:
-    def __init__(self, db: str, log: Path, env: dict[str, str] | None = None) -> None:
-        self.db, self.log, self.port = db, log, free_port()
+    def __init__(
+        self,
+        db: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        app: str = "agent_runtime.examples",
+    ) -> None:
+        self.db, self.log, self.app, self.port = db, log, app, free_port()
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -60,7 +66,7 @@ class Server:
                     "--db",
                     self.db,
                     "--app",
-                    "agent_runtime.examples",
+                    self.app,
                     "--port",
                     str(self.port),
                     "--log-level",
