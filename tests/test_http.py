@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,7 +148,8 @@ def test_list_filters_paging_and_validation(client: TestClient) -> None:
 
 def test_workflows_and_metrics(client: TestClient) -> None:
     names = [w["name"] for w in client.get("/v1/workflows").json()["workflows"]]
-    assert names == ["echo", "research", "steps"]
+    with_pai = ["research_pai"] if importlib.util.find_spec("pydantic_ai") else []
+    assert names == ["echo", "research", *with_pai, "steps"]
     client.post("/v1/runs", json={"workflow": "steps", "input": {"n": 4}, "id": "m"})
     wait_status(client, "m", "completed")
     text = client.get("/metrics").text

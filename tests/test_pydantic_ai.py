@@ -652,3 +652,100 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """These tests talk to loopback and local subprocesses only."""
     monkeypatch.delenv("AGENT_RUNTIME_LLM_BASE_URL", raising=False)
     yield
+
+
+# -- the example app's research_pai
+
+
+async def run_research(rt: Runtime, workflow_name: str, topic: str) -> Any:
+    run = await rt.submit(workflow_name, {"topic": topic})
+    deadline = time.monotonic() + 10
+    while (await rt.get(run.id)).status != "waiting":
+        assert time.monotonic() < deadline
+        await _pause()
+    await rt.signal(run.id, "approve", {"approved": True})
+    return await rt.result(run.id, timeout=10), await rt.history(run.id)
+
+
+@pytest.mark.anyio
+async def test_research_pai_gives_what_research_gives(tmp_path: Path) -> None:
+    import agent_runtime.examples as examples
+
+    async with Runtime(db=str(tmp_path / "ex.db"), app=examples) as rt:
+        plain, _ = await run_research(rt, "research", "durable agents on sqlite")
+        pai, history = await run_research(rt, "research_pai", "durable agents on sqlite")
+    assert pai == plain and len(pai["findings"]) == 3
+    names = [n for _, n in steps_of(history)]
+    for tool in ("search", "calculate", "summarize"):
+        assert names.count(f"research_pai__function_toolset__<agent>.call_tool:{tool}") == 1
+    assert names.count("research_pai__model.request") == 3  # plan, findings, report
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible chat endpoint on loopback that answers every request with a text."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.requests: list[tuple[str | None, dict[str, Any]]] = []
+
+        async def completions(request: Request) -> JSONResponse:
+            self.requests.append((request.headers.get("authorization"), await request.json()))
+            message = {"role": "assistant", "content": "Nothing to add."}
+            return JSONResponse(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "local-model",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
+
+        import uvicorn
+
+        from tests.test_crash import free_port
+
+        self.port = free_port()
+        app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        wait_for(lambda: self.server.started, "the fake endpoint")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.mark.anyio
+async def test_research_pai_uses_the_configured_openai_compatible_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent_runtime.examples as examples
+    from agent_runtime.examples import _research_pai
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("AGENT_RUNTIME_LLM_BASE_URL", f"http://127.0.0.1:{fake.port}/v1")
+        monkeypatch.setenv("AGENT_RUNTIME_LLM_MODEL", "local-model")
+        monkeypatch.setenv("AGENT_RUNTIME_LLM_API_KEY", "k-123")
+        _research_pai.researcher.cache_clear()
+        try:
+            async with Runtime(db=str(tmp_path / "online.db"), app=examples) as rt:
+                result, _ = await run_research(rt, "research_pai", "sqlite")
+        finally:
+            _research_pai.researcher.cache_clear()
+    assert result["model"] == "openai-compatible:local-model"
+    assert result["findings"] == [] and result["report"] == "Nothing to add."
+    assert [auth for auth, _ in fake.requests] == ["Bearer k-123"] * 2
+    first = fake.requests[0][1]
+    assert first["model"] == "local-model"
+    assert {t["function"]["name"] for t in first["tools"]} == {"search", "calculate", "summarize"}

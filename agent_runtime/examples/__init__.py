@@ -5,10 +5,13 @@
   sleep of ``sleep`` seconds between them.
 - ``research``: a small agent loop: plan -> tool-call steps -> wait for an "approve"
   signal -> report.
+- ``research_pai`` (when PydanticAI is installed): the same agent written with PydanticAI
+  and run by ``DurableAgent``; same input and result.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
 import string
@@ -76,15 +79,11 @@ async def research(
     topic: str, max_tools: int = 3, approval_timeout: float | None = None
 ) -> dict[str, Any]:
     """Plan tool calls for a topic, run them, wait for an "approve" signal, then report."""
-    if not topic or not set(topic) <= set(string.printable):
-        raise ValueError("topic must be non-empty printable text")
+    _check_topic(topic)
     planned = await plan(topic, max_tools)
     findings = [await call_tool(c["tool"], c["arg"]) for c in planned["calls"]]
     decision = await wait_for_signal("approve", timeout=approval_timeout)
-    approved = decision is not False and not (
-        isinstance(decision, dict) and decision.get("approved") is False
-    )
-    if not approved:
+    if not _approved(decision):
         return {"topic": topic, "approved": False, "findings": findings, "report": None}
     report = await write_report(topic, findings)
     return {
@@ -94,3 +93,43 @@ async def research(
         "findings": findings,
         "report": report,
     }
+
+
+def _check_topic(topic: str) -> None:
+    if not topic or not set(topic) <= set(string.printable):
+        raise ValueError("topic must be non-empty printable text")
+
+
+def _approved(decision: Any) -> bool:
+    """Anything but ``false`` or ``{"approved": false}`` approves."""
+    return decision is not False and not (
+        isinstance(decision, dict) and decision.get("approved") is False
+    )
+
+
+if importlib.util.find_spec("pydantic_ai") is not None:
+
+    @workflow
+    async def research_pai(
+        topic: str, max_tools: int = 3, approval_timeout: float | None = None
+    ) -> dict[str, Any]:
+        """research, with the agent written in PydanticAI: each model request and tool call
+        is a step."""
+        _check_topic(topic)
+        if not isinstance(max_tools, int) or max_tools < 0:
+            raise ValueError("max_tools must be a non-negative integer")
+        # Loaded here, not with the app: PydanticAI costs ~40 MB in every runtime otherwise.
+        from . import _research_pai as pai
+
+        history = await pai.gather(topic, max_tools)
+        findings = pai.findings(history)
+        decision = await wait_for_signal("approve", timeout=approval_timeout)
+        if not _approved(decision):
+            return {"topic": topic, "approved": False, "findings": findings, "report": None}
+        return {
+            "topic": topic,
+            "approved": True,
+            "model": model_client().name,
+            "findings": findings,
+            "report": await pai.write_report(history),
+        }

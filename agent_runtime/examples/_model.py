@@ -67,14 +67,19 @@ class OpenAICompatibleClient:
         return str(resp.json()["choices"][0]["message"]["content"])
 
 
-def model_client() -> ModelClient:
+def llm_endpoint() -> tuple[str, str, str | None] | None:
+    """(base URL, model, API key) of the configured OpenAI-compatible endpoint, or None."""
     base_url = os.environ.get("AGENT_RUNTIME_LLM_BASE_URL")
-    if base_url:
-        return OpenAICompatibleClient(
-            base_url,
-            os.environ.get("AGENT_RUNTIME_LLM_MODEL", "gpt-4o-mini"),
-            os.environ.get("AGENT_RUNTIME_LLM_API_KEY"),
-        )
+    if not base_url:
+        return None
+    model = os.environ.get("AGENT_RUNTIME_LLM_MODEL", "gpt-4o-mini")
+    return base_url, model, os.environ.get("AGENT_RUNTIME_LLM_API_KEY")
+
+
+def model_client() -> ModelClient:
+    endpoint = llm_endpoint()
+    if endpoint is not None:
+        return OpenAICompatibleClient(*endpoint)
     return OfflinePlanner()
 
 
