@@ -1,4 +1,4 @@
-"""What DurableAgent costs: a PydanticAI agent run plainly vs. inside a workflow, in one run.
+"""What DurableAgent costs: the same PydanticAI agent run plainly and durably, side by side.
 
 The agent's model is a FunctionModel (no network, ~no model time), so the figures are the
 framework's own cost and what durability adds to it. Three agents:
@@ -7,14 +7,15 @@ framework's own cost and what durability adds to it. Three agents:
   w1  K turns of one tool call each       K+1 model requests, K tool calls
   w2  K turns of two tool calls each      K+1 model requests, 2K tool calls
 
-Each is run N times plainly (``agent.run`` outside any workflow, tool calls one at a time as
-inside a workflow) and N times through
-``DurableAgent.run`` inside one workflow on a fresh agent_runtime database (SQLite,
-synchronous=FULL, in build/ on the repository's disk; PostgreSQL too with --pg-dsn /
-$LITEFLEET_BENCH_PG). Rounds interleave everything; figures are medians of per-round values.
-The overhead of one tool call is ((w2 durable - w2 plain) - (w1 durable - w1 plain)) / K and
-that of one model request ((w1 durable - w1 plain) - (w0 durable - w0 plain)) / K minus one
-tool call's, so the per-agent-run costs (the recorded run id, the workflow) cancel out.
+Inside one workflow on a fresh agent_runtime database (SQLite, synchronous=FULL, in build/ on
+the repository's disk; PostgreSQL too with --pg-dsn / $LITEFLEET_BENCH_PG), each agent runs N
+times as pairs: ``agent.run`` (plain: nothing recorded, tool calls one at a time as inside a
+workflow), then ``DurableAgent.run`` right after it. Pairing puts both under the same load from
+whatever else runs on the machine; figures are medians over all pairs of all rounds.
+
+The overhead of one tool call is (extra(w2) - extra(w1)) / K and that of one model request
+(extra(w1) - extra(w0)) / K minus one tool call's, where extra(w) is the median of durable minus
+plain over w's pairs: what every agent run pays once (its recorded run id) cancels out.
 
     .venv/bin/python bench/pydantic_ai_bench.py [--turns K] [--runs N] [--repeat R] [--json OUT]
 """
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from bench._machine import describe  # noqa: E402
 from bench._pg import fresh_database  # noqa: E402
 
-WORKLOADS = {"w0": (0, 0), "w1": (1, 1), "w2": (1, 2)}  # (turns factor, tools per turn)
+WORKLOADS = {"w0": (0, 0), "w1": (1, 1), "w2": (1, 2)}  # (turns factor, tool calls per turn)
 
 
 def build_agent(turns: int, tools_per_turn: int, name: str) -> Any:
@@ -65,121 +66,109 @@ def build_agent(turns: int, tools_per_turn: int, name: str) -> Any:
     return agent
 
 
-async def plain(agent: Any, runs: int) -> float:
-    # Tool calls one at a time, as DurableAgent runs them inside a workflow: the comparison is
-    # then what recording costs, not what running two no-op tools in parallel saves.
-    with agent.parallel_tool_call_execution_mode("sequential"):
-        t0 = time.perf_counter()
-        for _ in range(runs):
-            if (await agent.run("go")).output != "done":
-                raise RuntimeError("plain run did not finish")
-        return time.perf_counter() - t0
-
-
-async def durable(agent: Any, runs: int, db: str) -> float:
+async def pairs(agent: Any, runs: int, db: str) -> list[tuple[float, float]]:
+    """(plain, durable) seconds of ``runs`` agent runs, alternating, inside one workflow."""
     from agent_runtime import Runtime, workflow
     from agent_runtime.integrations.pydantic_ai import DurableAgent
 
-    wrapped = DurableAgent(agent)
+    durable = DurableAgent(agent)
+
+    async def timed(run: Any) -> float:
+        t0 = time.perf_counter()
+        if (await run("go")).output != "done":
+            raise RuntimeError("the agent run did not finish")
+        return time.perf_counter() - t0
 
     @workflow
-    async def bench_agent(n: int) -> int:
+    async def bench_agent(n: int) -> list[list[float]]:
+        out = []
         for _ in range(n):
-            if (await wrapped.run("go")).output != "done":
-                raise RuntimeError("durable run did not finish")
-        return n
+            with agent.parallel_tool_call_execution_mode("sequential"):
+                plain = await timed(agent.run)
+            out.append([plain, await timed(durable.run)])
+        return out
 
     async with Runtime(db=db, app=[bench_agent], synchronous="FULL") as rt:
-        t0 = time.perf_counter()
         run = await rt.submit("bench_agent", {"n": runs})
         done = await rt.wait(run.id, timeout=900)
-        elapsed = time.perf_counter() - t0
     if done.status != "completed":
-        raise RuntimeError(f"durable run ended {done.status}: {done.error}")
-    return elapsed
+        raise RuntimeError(f"the benchmark workflow ended {done.status}: {done.error}")
+    return [(p, d) for p, d in done.result]
 
 
 async def one_round(
     args: argparse.Namespace, workdir: Path, backends: dict[str, str]
-) -> dict[str, float]:
-    """Seconds per agent run for every (workload, mode)."""
-    out: dict[str, float] = {}
+) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {}
     for key, (factor, per_turn) in WORKLOADS.items():
         agent = build_agent(factor * args.turns, per_turn, f"bench_{key}")
-        await plain(agent, 2)  # warm: schemas, first-call caches
-        out[f"{key}.plain"] = await plain(agent, args.runs) / args.runs
         for backend, where in backends.items():
             if backend == "sqlite":
-                await durable(agent, 1, str(workdir / f"{key}-warm.db"))
-                elapsed = await durable(agent, args.runs, str(workdir / f"{key}.db"))
+                await pairs(agent, 2, str(workdir / f"{key}-warm.db"))  # schemas, caches
+                out[f"{key}.{backend}"] = await pairs(agent, args.runs, str(workdir / f"{key}.db"))
             else:
                 with fresh_database(where) as dsn:
-                    elapsed = await durable(agent, args.runs, dsn)
-            out[f"{key}.{backend}"] = elapsed / args.runs
+                    out[f"{key}.{backend}"] = await pairs(agent, args.runs, dsn)
     return out
 
 
-def derive(r: dict[str, float], turns: int, backend: str) -> dict[str, float]:
-    """Per-operation overheads (microseconds) and ratios for one round."""
-    extra = {k: r[f"{k}.{backend}"] - r[f"{k}.plain"] for k in WORKLOADS}
+def summarize(samples: dict[str, list[tuple[float, float]]], turns: int, backend: str) -> Any:
+    """Medians in microseconds, and durable/plain ratios."""
+    med = statistics.median
+    plain = {k: med(p for p, _ in samples[f"{k}.{backend}"]) for k in WORKLOADS}
+    durable = {k: med(d for _, d in samples[f"{k}.{backend}"]) for k in WORKLOADS}
+    extra = {k: med(d - p for p, d in samples[f"{k}.{backend}"]) for k in WORKLOADS}
     tool = (extra["w2"] - extra["w1"]) / turns
     model = (extra["w1"] - extra["w0"]) / turns - tool
-    plain_tool = (r["w2.plain"] - r["w1.plain"]) / turns
-    plain_model = (r["w1.plain"] - r["w0.plain"]) / turns - plain_tool
-    steps = {"w0": 1, "w1": 2 * turns + 1, "w2": 3 * turns + 1}  # model requests + tool calls
-    return {
-        "model_request_overhead_us": 1e6 * model,
-        "tool_call_overhead_us": 1e6 * tool,
-        "plain_model_request_us": 1e6 * plain_model,
-        "plain_tool_call_us": 1e6 * plain_tool,
-        **{f"{k}_overhead_per_step_us": 1e6 * extra[k] / steps[k] for k in WORKLOADS},
-        **{f"{k}_ratio": r[f"{k}.{backend}"] / r[f"{k}.plain"] for k in WORKLOADS},
-    }
+    plain_tool = (plain["w2"] - plain["w1"]) / turns
+    plain_model = (plain["w1"] - plain["w0"]) / turns - plain_tool
 
+    def us(x: float) -> float:
+        return round(1e6 * x, 1)
 
-def spread(values: list[float]) -> dict[str, float]:
     return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
+        "per_agent_run_us": {
+            k: {"plain": us(plain[k]), "durable": us(durable[k]), "extra": us(extra[k])}
+            for k in WORKLOADS
+        },
+        "ratio_durable_to_plain": {k: round(durable[k] / plain[k], 2) for k in WORKLOADS},
+        "model_request_us": {"plain": us(plain_model), "overhead": us(model)},
+        "tool_call_us": {"plain": us(plain_tool), "overhead": us(tool)},
+        "pairs": len(samples[f"w0.{backend}"]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--turns", type=int, default=10, help="K: tool-calling turns of w1 and w2")
-    p.add_argument("--runs", type=int, default=20, help="N: agent runs per measurement")
-    p.add_argument("--repeat", type=int, default=5, help="rounds; medians are reported")
+    p.add_argument("--turns", type=int, default=20, help="K: tool-calling turns of w1 and w2")
+    p.add_argument("--runs", type=int, default=10, help="N: pairs of agent runs per round")
+    p.add_argument("--repeat", type=int, default=5, help="rounds, each on fresh databases")
     p.add_argument("--pg-dsn", default=os.environ.get("LITEFLEET_BENCH_PG"))
     p.add_argument("--json", type=Path, metavar="OUT")
     args = p.parse_args(argv)
 
     from agent_runtime._logging import configure_logging
 
-    configure_logging("info")  # as `agent-runtime serve` logs by default
+    configure_logging("warning")  # runs and steps log nothing below, only failures do
     root = REPO / "build"
     root.mkdir(exist_ok=True)
     backends = {"sqlite": "file"}
     if args.pg_dsn:
         backends["postgres"] = args.pg_dsn
-    rounds: list[dict[str, float]] = []
+    samples: dict[str, list[tuple[float, float]]] = {}
     for i in range(args.repeat):
         workdir = Path(tempfile.mkdtemp(prefix="pai-bench-", dir=root))
         try:
-            rounds.append(asyncio.run(one_round(args, workdir, backends)))
+            for key, got in asyncio.run(one_round(args, workdir, backends)).items():
+                samples.setdefault(key, []).extend(got)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"round {i + 1}/{args.repeat} done", file=sys.stderr)
 
-    report: dict[str, Any] = {
-        "machine": describe(root, REPO),
-        "params": vars(args) | {"json": None},
-    }
-    report["params"].pop("pg_dsn", None)
-    report["per_agent_run_ms"] = {k: spread([1e3 * r[k] for r in rounds]) for k in rounds[0]}
+    params = {"turns": args.turns, "runs": args.runs, "repeat": args.repeat}
+    report: dict[str, Any] = {"machine": describe(root, REPO), "params": params}
     for backend in backends:
-        derived = [derive(r, args.turns, backend) for r in rounds]
-        report[backend] = {k: spread([d[k] for d in derived]) for k in derived[0]}
+        report[backend] = summarize(samples, args.turns, backend)
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
