@@ -494,6 +494,7 @@ REFUSED = {
     "event_stream_handler": ({"event_stream_handler": _handler}, "event_stream_handler"),
     "timeout": ({"timeout": 5.0}, "timeout= is not supported"),
     "cancellation_token": ({"cancellation_token": CancellationToken()}, "cancellation_token"),
+    "model instance": ({"model": FunctionModel(lambda m, i: ModelResponse([]))}, "model name"),
     "runtime toolset": (
         {"toolsets": [FunctionToolset([lambda: 1], id="late")]},
         "cannot be added at runtime",

@@ -8,6 +8,7 @@ from typing import Any, Generic, NoReturn, overload
 from pydantic_ai.agent import AbstractAgent, AgentRunResult
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import UserContent
+from pydantic_ai.models import Model
 from pydantic_ai.output import OutputDataT, OutputSpec
 from pydantic_ai.tools import AgentDepsT
 from typing_extensions import TypeVar
@@ -36,8 +37,9 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
     steps and carries on. Outside a workflow (or inside a step) it is the plain agent.
 
     Refused inside a workflow, because they could not be recorded: an event stream handler,
-    ``timeout=``, a ``cancellation_token``, executing toolsets passed per run, and the
-    streaming methods. A model request that fails for good raises ``StepFailed``.
+    ``timeout=``, a ``cancellation_token``, executing toolsets passed per run, a ``Model``
+    instance as ``model=`` (a model name is fine), and the streaming methods. A model request
+    that fails for good raises ``StepFailed``.
     """
 
     def __init__(
@@ -100,6 +102,13 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
     def _refuse_unrecordable(self, kwargs: dict[str, Any]) -> None:
         if kwargs.get("event_stream_handler") is not None or self.agent.event_stream_handler:
             raise UserError(f"an event_stream_handler {_STREAMING}")
+        model = kwargs.get("model")
+        if isinstance(model, Model) and model is not self.agent.model:
+            raise UserError(
+                "model= takes a model name inside an agent_runtime workflow (e.g. "
+                "'openai:gpt-4o'), built inside each step; a Model instance other than the "
+                "agent's own would have to be rebuilt from its name, maybe with other settings"
+            )
         if kwargs.get("timeout") is not None:
             raise UserError(
                 "timeout= is not supported inside an agent_runtime workflow: a wall-clock deadline "
