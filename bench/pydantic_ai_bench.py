@@ -144,14 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=10, help="N: pairs of agent runs per round")
     p.add_argument("--repeat", type=int, default=5, help="rounds, each on fresh databases")
     p.add_argument("--pg-dsn", default=os.environ.get("LITEFLEET_BENCH_PG"))
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=REPO / "build",
+        help="where the SQLite databases go (default: build/, on the repository's disk);\n"
+        "a tmpfs such as /dev/shm takes fsync out and leaves the CPU cost",
+    )
     p.add_argument("--json", type=Path, metavar="OUT")
     args = p.parse_args(argv)
 
     from agent_runtime._logging import configure_logging
 
     configure_logging("warning")  # runs and steps log nothing below, only failures do
-    root = REPO / "build"
-    root.mkdir(exist_ok=True)
+    root = args.dir
+    root.mkdir(parents=True, exist_ok=True)
     backends = {"sqlite": "file"}
     if args.pg_dsn:
         backends["postgres"] = args.pg_dsn
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"round {i + 1}/{args.repeat} done", file=sys.stderr)
 
-    params = {"turns": args.turns, "runs": args.runs, "repeat": args.repeat}
+    params = {"turns": args.turns, "runs": args.runs, "repeat": args.repeat, "dir": str(root)}
     report: dict[str, Any] = {"machine": describe(root, REPO), "params": params}
     for backend in backends:
         report[backend] = summarize(samples, args.turns, backend)
