@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, NoReturn, overload
 
@@ -112,8 +113,8 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
         if kwargs.get("timeout") is not None:
             raise UserError(
                 "timeout= is not supported inside an agent_runtime workflow: a wall-clock deadline "
-                "would cut a replayed run at a different point. Bound the steps instead "
-                "(model_retry / tool_retry) or the run's work (usage_limits=)."
+                "would cut a replayed run at a different point. Bound the run's work with "
+                "usage_limits= (e.g. UsageLimits(request_limit=...)) instead."
             )
 
     def run_sync(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -136,6 +137,4 @@ class DurableAgent(Generic[AgentDepsT, OutputDataT]):
 
 
 def _new_run_id() -> str:
-    import uuid
-
     return str(uuid.uuid4())
