@@ -17,7 +17,9 @@ from ._store import Event, Run, RunPage
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    # The last guard: NaN/Infinity written here would fail every later read of the row
+    # (values are checked long before, see _limits).
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str | None) -> Any:

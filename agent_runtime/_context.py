@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import random as _random
 import time
 import uuid
@@ -28,7 +27,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from . import _faults, _metrics
-from ._errors import NonDeterminismError, SignalTimeout, StepFailed, StepTimeout, error_dict
+from ._errors import (
+    NonDeterminismError,
+    SignalTimeout,
+    StepFailed,
+    StepTimeout,
+    UnstorableValue,
+    error_dict,
+)
+from ._limits import check_duration, check_identifier, check_name
+from ._limits import to_json_value as to_json_value  # re-exported for _runtime
 from ._store import Event, EventKind, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
@@ -90,14 +98,6 @@ def reset_context(token: Any) -> None:
     _current.reset(token)
 
 
-def to_json_value(value: Any, what: str) -> Any:
-    """Round-trip through JSON so first execution and replay see the same value."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} is not JSON-serialisable: {exc}") from None
-
-
 class WorkflowContext:
     def __init__(
         self,
@@ -128,6 +128,7 @@ class WorkflowContext:
     # -- replay bookkeeping
 
     def _take(self, family: str, name: str) -> tuple[int, list[Event]]:
+        check_name(name, f"{family} name")  # stored with the event: it must read back
         pos = self._next
         self._next += 1
         recorded = self._events.get(pos, ())
@@ -211,8 +212,8 @@ class WorkflowContext:
                 raise
             except Exception as exc:
                 final = attempt >= policy.max_attempts or not policy.retryable(exc)
-                if isinstance(exc, TypeError) and "JSON-serialisable" in str(exc):
-                    final = True
+                if isinstance(exc, UnstorableValue):
+                    final = True  # the same value again: retrying cannot help
                 err = error_dict(exc)
                 if final:
                     _faults.fault_point("step.before_commit")
@@ -288,12 +289,13 @@ class WorkflowContext:
     # -- durable timers
 
     async def sleep(self, seconds: float) -> None:
+        seconds = check_duration(seconds, "sleep() duration")
         pos, recorded = self._take("sleep", "sleep")
         if self._terminal(recorded) is not None:
             return
         started = next((e for e in recorded if e.kind == EventKind.TIMER_STARTED), None)
         now = time.time()
-        wake_at = float(started.data["wake_at"]) if started else now + max(0.0, seconds)
+        wake_at = float(started.data["wake_at"]) if started else now + seconds
         if wake_at <= now:
             await self._append(
                 Event(EventKind.TIMER_FIRED, pos, "sleep", None, {"wake_at": wake_at}, True)
@@ -315,6 +317,9 @@ class WorkflowContext:
     # -- signals
 
     async def wait_for_signal(self, name: str, timeout: float | None) -> Any:
+        check_identifier(name, "signal name")  # signals arrive through a URL path
+        if timeout is not None:
+            timeout = check_duration(timeout, "wait_for_signal() timeout")
         pos, recorded = self._take("wait_for_signal", name)
         done = self._terminal(recorded)
         if done is None:
@@ -323,7 +328,7 @@ class WorkflowContext:
             if started is not None:
                 deadline = started.data.get("deadline")
             else:
-                deadline = None if timeout is None else now + max(0.0, timeout)
+                deadline = None if timeout is None else now + timeout
             outcome = await _stored(
                 self.store.take_signal(self.run_id, self.owner, pos, name, deadline, now)
             )

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._context import current_context
+from ._limits import check_duration, check_name
 from ._retry import DEFAULT_RETRY, RetryPolicy
 
 P = ParamSpec("P")
@@ -21,7 +22,7 @@ class Workflow:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@workflow needs an async def, got {fn!r}")
         self.fn = fn
-        self.name = name or fn.__name__
+        self.name = check_name(name or fn.__name__, "workflow name")
         self.doc = inspect.getdoc(fn) or ""
         functools.update_wrapper(self, fn)
 
@@ -43,7 +44,7 @@ class Step:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and check_duration(timeout, "@step timeout") <= 0:
             raise ValueError("@step timeout must be > 0 seconds")
         self.fn = fn
         self.name = name or fn.__name__

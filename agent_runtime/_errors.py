@@ -70,6 +70,22 @@ class InvalidInput(AgentRuntimeError):
     """Bad input from a caller (API body, CLI flag, submitted run input)."""
 
 
+class InvalidDuration(InvalidInput, ValueError):
+    """A duration (sleep, timeout, retry interval) that is not a finite number of seconds
+    within the runtime's bound."""
+
+
+class UnstorableValue(InvalidInput, TypeError):
+    """A value the runtime cannot store and serve back as JSON (not serialisable, NaN or
+    Infinity, a lone surrogate, nested too deeply). A step whose result is unstorable fails
+    at once: retrying would produce the same value. A ``TypeError``, as before."""
+
+
+class SignalBufferFull(AgentRuntimeError):
+    """The run holds as many unconsumed signals (or bytes of them) as it may: it takes
+    more once its workflow consumes some."""
+
+
 class StorageError(AgentRuntimeError):
     """The database cannot be used (wrong SQLite version, locked by another process...)."""
 
@@ -78,16 +94,30 @@ class StorageError(AgentRuntimeError):
         self.hint = hint
 
 
+MAX_ERROR_MESSAGE = 4000  # characters of an exception's message kept in history
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """How an exception is stored in history and shown in the API."""
+    """How an exception is stored in history and shown in the API: always storable text
+    (workflow code chooses the message and even the type's name), at most
+    ``MAX_ERROR_MESSAGE`` characters of message."""
     t = type(exc)
     name = (
         t.__qualname__
         if t.__module__ in ("builtins", __name__)
         else f"{t.__module__}.{t.__qualname__}"
     )
+    name = _storable_text(name)[:MAX_ERROR_MESSAGE]
     try:
         message = str(exc)
     except Exception:  # a broken __str__ must not take the run's bookkeeping down with it
         message = f"<{name} whose message cannot be shown>"
+    message = _storable_text(message)
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + "... (truncated)"
     return {"type": name, "message": message}
+
+
+def _storable_text(text: str) -> str:
+    # A lone surrogate cannot be written as UTF-8: show it as its escape instead.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

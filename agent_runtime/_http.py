@@ -1,43 +1,40 @@
 """The runtime's HTTP API (Starlette). Errors become JSON responses in one place:
-``_ERRORS`` below."""
+``_ERRORS`` below (and ``JSONErrors`` for anything unexpected)."""
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import _metrics
-from ._errors import InvalidInput, RunNotFound, WorkflowNotFound
+from ._errors import InvalidInput, RunNotFound, SignalBufferFull, WorkflowNotFound
+from ._http_json import MAX_BODY, BodyTooLarge, JSONErrors, MalformedBody
+from ._http_json import SafeJSONResponse as JSONResponse  # every response encodes safely
+from ._http_json import read_json as _read_json
 from ._runtime import Runtime
 from ._store import Event, Run, RunStatus
-
-MAX_BODY = 1024 * 1024  # 1 MiB
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class Conflict(Exception):
     pass
 
 
-class MalformedBody(Exception):
-    pass
-
-
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):  # a time past year 9999 (older runtimes)
+        return None
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -64,33 +61,6 @@ def event_json(ev: Event) -> dict[str, Any]:
         "data": ev.data,
         "at": _iso(ev.created_at),
     }
-
-
-async def _read_json(request: Request, *, allow_empty: bool = False) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise BodyTooLarge()
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BodyTooLarge()
-    if not body.strip():
-        if allow_empty:
-            return None
-        raise InvalidInput("request body is empty: send a JSON object")
-    try:
-        return json.loads(body, parse_constant=_no_constants)
-    except ValueError as exc:
-        raise MalformedBody(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedBody("request body is nested too deeply") from None
-
-
-def _no_constants(name: str) -> Any:
-    # NaN and Infinity are not JSON: accepted, they would make every later response that
-    # contains them fail to encode.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0) -> Starlette:
@@ -180,6 +150,7 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
         Route("/v1/runs/{id}/cancel", cancel, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_ERRORS)
+    app.add_middleware(JSONErrors)
     if token:
         app.add_middleware(BearerAuth, token=token)
     return app
@@ -202,6 +173,7 @@ _ERRORS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response
     RunNotFound: _error(404),
     Conflict: _error(409),
     BodyTooLarge: _error(413),
+    SignalBufferFull: _error(429),
 }
 
 

@@ -23,6 +23,7 @@ from ._codec import list_runs_query, page_from_rows
 from ._codec import loads as _loads
 from ._codec import run_from_row as _run
 from ._errors import StorageError
+from ._limits import check_signal_buffer
 from ._postgres_schema import DDL, SCHEMA_LOCK_KEY, SCHEMA_VERSION, WORK_CHANNEL
 from ._store import (
     TERMINAL_STATUSES,
@@ -280,9 +281,18 @@ async def op_send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Ru
     if row is None or row[_STATUS] in TERMINAL_STATUSES:
         return None if row is None else _run(row)
     now = time.time()
+    text = _dumps(payload)
+    cur = await conn.execute(
+        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM signals"
+        " WHERE run_id = %s AND consumed_at IS NULL",
+        (run_id,),
+    )
+    buffered = await cur.fetchone()
+    assert buffered is not None
+    check_signal_buffer(int(buffered[0]), int(buffered[1]), len(text))
     await conn.execute(
         "INSERT INTO signals (run_id, name, payload, created_at) VALUES (%s, %s, %s, %s)",
-        (run_id, name, _dumps(payload), now),
+        (run_id, name, text, now),
     )
     if row[_STATUS] != RunStatus.WAITING or row[_WAITING_ON] != name:
         return _run(row)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ._limits import check_duration
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -27,16 +29,21 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.max_attempts must be >= 1")
         if self.initial_interval < 0 or self.max_interval < 0:
             raise ValueError("RetryPolicy intervals must be >= 0")
-        if self.backoff < 1:
-            raise ValueError("RetryPolicy.backoff must be >= 1")
+        check_duration(self.initial_interval, "RetryPolicy.initial_interval")
+        check_duration(self.max_interval, "RetryPolicy.max_interval")
+        if not 1 <= self.backoff < float("inf"):
+            raise ValueError("RetryPolicy.backoff must be >= 1 and finite")
 
     def retryable(self, exc: BaseException) -> bool:
         return not isinstance(exc, self.non_retryable)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        cap = min(self.max_interval, self.initial_interval * self.backoff ** (attempt - 1))
-        return random.uniform(0, cap)
+        try:
+            grown = self.initial_interval * self.backoff ** (attempt - 1)
+        except OverflowError:  # a long run of retries: the cap applies
+            grown = self.max_interval
+        return random.uniform(0, min(self.max_interval, grown))
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)

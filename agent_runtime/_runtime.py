@@ -33,11 +33,10 @@ from ._context import (
 )
 from ._definitions import Workflow
 from ._errors import InvalidInput, RunNotFound, WorkflowNotFound, error_dict
+from ._limits import check_identifier, json_text
 from ._store import Event, EventKind, Run, RunPage, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
-
-MAX_ID_LENGTH = 200
 
 
 def open_store(db: str | Store, synchronous: str = "FULL") -> Store:
@@ -176,8 +175,9 @@ class Runtime:
         input = {} if input is None else input
         if not isinstance(input, dict):
             raise InvalidInput("input must be a JSON object")
-        if id is not None and not (0 < len(id) <= MAX_ID_LENGTH and id.isprintable()):
-            raise InvalidInput(f"run id must be 1-{MAX_ID_LENGTH} printable characters")
+        if id is not None:
+            check_identifier(id, "run id")
+        json_text(input, "input")
         try:
             inspect.signature(wf.fn).bind(**input)
         except TypeError as exc:
@@ -215,6 +215,8 @@ class Runtime:
         return await self.store.history(run_id)
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        check_identifier(name, "signal name")
+        json_text(payload, "signal payload")
         run = await self.store.send_signal(run_id, name, payload)
         if run is None:
             raise RunNotFound(run_id)

@@ -23,6 +23,7 @@ from ._codec import loads as _loads
 from ._codec import run_from_row as _run
 from ._errors import InvalidInput, StorageError
 from ._group_commit import BUSY, GroupCommitWriter, call_with_retry
+from ._limits import check_signal_buffer
 from ._sqlite_schema import migrate
 from ._store import (
     TERMINAL_STATUSES,
@@ -217,9 +218,17 @@ def _send_signal_txn(conn: apsw.Connection, run_id: str, name: str, payload: Any
     if run is None or run.status in TERMINAL_STATUSES:
         return run
     now = time.time()
+    text = _dumps(payload)
+    buffered = conn.execute(
+        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM signals"
+        " WHERE run_id = ? AND consumed_at IS NULL",
+        (run_id,),
+    ).fetchone()
+    assert buffered is not None  # an aggregate always yields a row
+    check_signal_buffer(buffered[0], buffered[1], len(text))
     conn.execute(
         "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-        (run_id, name, _dumps(payload), now),
+        (run_id, name, text, now),
     )
     conn.execute(
         "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_on = NULL, updated_at = ?"

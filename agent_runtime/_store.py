@@ -173,7 +173,10 @@ class Store(Protocol):
     async def send_signal(self, run_id: str, name: str, payload: Any) -> Run | None:
         """Buffer a signal for a non-terminal run (a terminal run is returned unchanged
         and nothing is stored). A run waiting on that name becomes ``pending``
-        (runnable). Returns the run after the change, or None if it does not exist."""
+        (runnable). Returns the run after the change, or None if it does not exist.
+        Raises ``SignalBufferFull`` (nothing stored) when the run's unconsumed signals are
+        at ``_limits.MAX_BUFFERED_SIGNALS`` or this payload's JSON would take them past
+        ``MAX_BUFFERED_SIGNAL_BYTES``."""
         ...
 
     async def take_signal(

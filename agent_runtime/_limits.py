@@ -1,0 +1,180 @@
+"""What the runtime agrees to store: JSON values, names and durations, checked before any
+write so that nothing stored can make a later read fail.
+
+Every value the runtime keeps (run input, signal payloads, step and workflow results,
+recorded values) is JSON that
+
+- nests at most ``MAX_DEPTH`` (64) containers deep: the same limit when a request body is
+  parsed and when a stored value is decoded and encoded again (Python's own JSON limits
+  differ between parsing and encoding by a few levels, which let a 961-level value in and
+  then failed every read of it);
+- holds only finite numbers (no NaN or Infinity, which JSON cannot carry; ``1e400``
+  parses as Infinity);
+- holds only valid Unicode text (no lone UTF-16 surrogate such as ``"\\ud800"``, which
+  Python accepts and no UTF-8 encoder can write).
+
+Run ids and signal names travel in URL paths: they are ``IDENTIFIER`` (1-200 characters
+from ``A-Z a-z 0-9 . _ - :``, starting with a letter or digit, so neither ``/`` nor ``..``).
+Step and workflow names come from code: 1-200 printable characters. Durations (durable
+sleeps, signal timeouts, step timeouts, retry intervals) are finite and at most
+``MAX_DURATION`` (ten years).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import InvalidDuration, InvalidInput, SignalBufferFull, UnstorableValue
+
+MAX_DEPTH = 64
+MAX_NAME = 200
+MAX_DURATION = 10 * 366 * 86400.0  # seconds: ten years
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+# Signals a run may hold unconsumed (sent, not yet taken by wait_for_signal): at most
+# MAX_BUFFERED_SIGNALS of them and MAX_BUFFERED_SIGNAL_BYTES of stored JSON in all. One
+# signal over HTTP is at most 1 MiB (the body limit), so one always fits an empty buffer.
+MAX_BUFFERED_SIGNALS = 100
+MAX_BUFFERED_SIGNAL_BYTES = 4 * 1024 * 1024
+
+
+def json_text(value: Any, what: str) -> str:
+    """Compact JSON text of ``value``; raises ``UnstorableValue`` naming ``what`` when the
+    runtime could not store it and serve it back."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise UnstorableValue(
+                f"{what} holds NaN or Infinity, which JSON cannot carry"
+            ) from None
+        raise UnstorableValue(f"{what} cannot be stored as JSON: {exc}") from None
+    except TypeError as exc:
+        raise UnstorableValue(f"{what} is not JSON-serialisable: {exc}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnstorableValue(
+            f"{what} holds a lone UTF-16 surrogate (such as \\ud800), which is not valid text"
+        ) from None
+    # A value cannot nest deeper than it has brackets: most values need no walk at all.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    return text
+
+
+def to_json_value(value: Any, what: str) -> Any:
+    """``value`` as JSON gives it back (tuples become lists...), so a first execution and a
+    replay see the same thing; raises ``UnstorableValue`` as ``json_text`` does."""
+    return json.loads(json_text(value, what))
+
+
+def parse_json(body: bytes | str, what: str = "request body") -> Any:
+    """Parse JSON text the runtime will store; raises ``UnstorableValue`` if it is not JSON
+    or breaks a limit above."""
+    try:
+        value = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of >4300 digits
+        raise UnstorableValue(f"{what} is not valid JSON: {exc}") from None
+    json_text(value, what)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    """How many containers deep ``value`` nests (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > MAX_DEPTH:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def check_identifier(value: Any, what: str) -> str:
+    """A run id or signal name: ``IDENTIFIER``, safe in a URL path segment."""
+    if not isinstance(value, str) or IDENTIFIER.fullmatch(value) is None:
+        raise InvalidInput(
+            f"{what} must be 1-{MAX_NAME} characters from A-Z a-z 0-9 . _ - : "
+            f"starting with a letter or digit, got {_shown(value)}"
+        )
+    return value
+
+
+def check_name(value: Any, what: str) -> str:
+    """A step or workflow name (from code): 1-200 printable characters of valid text."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_NAME
+        or not value.isprintable()
+        or not _is_text(value)
+    ):
+        raise InvalidInput(f"{what} must be 1-{MAX_NAME} printable characters, got {_shown(value)}")
+    return value
+
+
+def check_duration(seconds: Any, what: str) -> float:
+    """Seconds as a float in [0, MAX_DURATION]; a negative duration counts as 0."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise InvalidDuration(f"{what} must be a number of seconds, got {type(seconds).__name__}")
+    try:
+        value = float(seconds)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or value > MAX_DURATION:
+        raise InvalidDuration(
+            f"{what} must be a finite number of seconds up to {MAX_DURATION:.0f} "
+            f"(ten years), got {value:g}"
+        )
+    return max(0.0, value)
+
+
+def check_signal_buffer(buffered: int, buffered_bytes: int, payload_bytes: int) -> None:
+    """Raise ``SignalBufferFull`` when a run holding ``buffered`` unconsumed signals of
+    ``buffered_bytes`` cannot take one more of ``payload_bytes``."""
+    if buffered >= MAX_BUFFERED_SIGNALS:
+        raise SignalBufferFull(
+            f"the run already holds {buffered} signals it has not consumed "
+            f"(at most {MAX_BUFFERED_SIGNALS})"
+        )
+    if buffered_bytes + payload_bytes > MAX_BUFFERED_SIGNAL_BYTES:
+        raise SignalBufferFull(
+            f"the run's unconsumed signals would hold {buffered_bytes + payload_bytes} bytes "
+            f"(at most {MAX_BUFFERED_SIGNAL_BYTES})"
+        )
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A short, printable rendering of a rejected value for an error message."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
