@@ -28,7 +28,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ._errors import InvalidDuration, InvalidInput, SignalBufferFull, UnstorableValue
+from ._errors import (
+    InvalidDuration,
+    InvalidInput,
+    RunNotFound,
+    SignalBufferFull,
+    UnstorableValue,
+)
 
 MAX_DEPTH = 64
 MAX_NAME = 200
@@ -121,6 +127,15 @@ def check_identifier(value: Any, what: str) -> str:
             f"starting with a letter or digit, got {_shown(value)}"
         )
     return value
+
+
+def check_run_ref(run_id: str) -> str:
+    """A run id given to look a run up: one that no store can hold (NUL, a lone surrogate,
+    longer than any id) names no run, so it is not even asked for. Runs stored by older
+    runtimes keep their ids (then: any 1-200 printable characters)."""
+    if not 0 < len(run_id) <= MAX_NAME or "\x00" in run_id or not _is_text(run_id):
+        raise RunNotFound(run_id)
+    return run_id
 
 
 def check_name(value: Any, what: str) -> str:

@@ -33,7 +33,7 @@ from ._context import (
 )
 from ._definitions import Workflow
 from ._errors import InvalidInput, RunNotFound, WorkflowNotFound, error_dict
-from ._limits import check_identifier, json_text
+from ._limits import check_identifier, check_name, check_run_ref, json_text
 from ._store import Event, EventKind, Run, RunPage, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
@@ -189,7 +189,7 @@ class Runtime:
         return run, created
 
     async def get(self, run_id: str) -> Run:
-        run = await self.store.get_run(run_id)
+        run = await self.store.get_run(check_run_ref(run_id))
         if run is None:
             raise RunNotFound(run_id)
         return run
@@ -206,6 +206,8 @@ class Runtime:
             raise InvalidInput(f"unknown status {status!r}")
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
+        if workflow is not None:
+            check_name(workflow, "workflow")
         return await self.store.list_runs(
             status=status, workflow=workflow, limit=limit, cursor=cursor
         )
@@ -217,7 +219,7 @@ class Runtime:
     async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
         check_identifier(name, "signal name")
         json_text(payload, "signal payload")
-        run = await self.store.send_signal(run_id, name, payload)
+        run = await self.store.send_signal(check_run_ref(run_id), name, payload)
         if run is None:
             raise RunNotFound(run_id)
         if run.status == RunStatus.PENDING:
@@ -226,7 +228,7 @@ class Runtime:
         return run
 
     async def cancel(self, run_id: str) -> Run:
-        run = await self.store.cancel(run_id)
+        run = await self.store.cancel(check_run_ref(run_id))
         if run is None:
             raise RunNotFound(run_id)
         task = self._active.get(run_id)
