@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Protocol
 
+from ._calculate import CalculationError, calculate
+
 TOOLS = ("search", "calculate", "summarize")
 
 
@@ -89,9 +91,9 @@ def run_tool(tool: str, arg: str) -> str:
         return f"3 sources mention {arg!r}; the most cited says it is worth a closer look"
     if tool == "calculate":
         try:
-            return str(eval(arg, {"__builtins__": {}}, {}))
-        except Exception as exc:
-            raise ValueError(f"cannot calculate {arg!r}: {exc}") from None
+            return str(calculate(arg))
+        except CalculationError as exc:
+            raise ValueError(f"cannot calculate {arg[:60]!r}: {exc}") from None
     if tool == "summarize":
         return " ".join(arg.split()[:12])
     raise ValueError(f"unknown tool {tool!r} (known: {', '.join(TOOLS)})")
