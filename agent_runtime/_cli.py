@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+import structlog
 
 from . import __version__
-from ._errors import AgentRuntimeError
+from ._errors import AgentRuntimeError, InvalidInput
 from ._logging import LEVELS, configure_logging
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of this command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="agent-runtime",
         description="Durable AI-agent workflows on SQLite or PostgreSQL.",
     )
@@ -80,6 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.lease_seconds < 1:
         raise AgentRuntimeError("--lease-seconds must be >= 1")
     token = args.token or os.environ.get("AGENT_RUNTIME_TOKEN") or None
+    if token is None and not _is_loopback(args.host):
+        structlog.get_logger("agent_runtime").warning(
+            "serving_without_token",
+            host=args.host,
+            hint="anyone who can reach this address can drive every run: set --token "
+            "or AGENT_RUNTIME_TOKEN, or listen on 127.0.0.1",
+        )
     runtime = Runtime(
         db=args.db,
         app=load_app(args.app),
@@ -95,6 +113,11 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        # The pure-Python protocol and the asyncio loop, always: no probing for optional
+        # packages (httptools, uvloop, websockets) that a file beside the app could fake.
+        http="h11",
+        loop="asyncio",
+        ws="none",
         timeout_graceful_shutdown=int(args.grace) + 1,
     )
     server = uvicorn.Server(config)
@@ -123,16 +146,25 @@ def _serve(args: argparse.Namespace) -> int:
     os._exit(0 if ok else EXIT_ERROR)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
     try:
         if args.command == "serve":
+            configure_logging(args.log_level)
             return _serve(args)
     except AgentRuntimeError as exc:
         hint = f" (hint: {exc.hint})" if getattr(exc, "hint", None) else ""
         print(f"agent-runtime: error: {exc}{hint}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, InvalidInput) else EXIT_ERROR
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     return EXIT_USAGE

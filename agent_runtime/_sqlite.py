@@ -7,6 +7,7 @@ block the writer). A lock file next to the database keeps a second runtime proce
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -300,6 +301,14 @@ def _cancel_txn(conn: apsw.Connection, seqs: SeqCounter, run_id: str) -> Run | N
     return _get_run(conn, run_id)
 
 
+def _create_private(path: str) -> None:
+    """Create a missing database file readable by its owner only (0600). SQLite gives the
+    -wal and -shm files the database file's mode; a file that exists keeps its own (an
+    entrypoint may prepare it with the group access a replicator needs)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 # -- the store --------------------------------------------------------------------------
 
 
@@ -341,6 +350,7 @@ class SQLiteStore:
                 hint="stop the other process first; one runtime owns one SQLite file",
             ) from None
         try:
+            _create_private(self.path)
             conn = self._connect()
             try:
                 call_with_retry(lambda: migrate(conn))

@@ -158,3 +158,127 @@ def test_sigterm_does_not_wait_past_grace_for_a_plain_step(tmp_path: Path) -> No
         assert time.monotonic() - t0 < 6  # grace 1 s + shutdown, not the step's 30 s
     finally:
         proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_briefly(
+    tmp_path: Path, *args: str, isolated: bool = False, env: dict[str, str] | None = None
+) -> tuple[int, str, int]:
+    """Start serve, wait until /healthz answers, SIGTERM it; (exit code, output, port)."""
+    import os
+    import time
+
+    import httpx
+
+    port = _free_port()
+    cmd = [sys.executable, "-I", "-m", "agent_runtime"] if isolated else [BIN]
+    proc = subprocess.Popen(
+        [*cmd, "serve", "--db", str(tmp_path / "w.db"), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=20)
+    return proc.returncode, output, port
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "warned"),
+    [("0.0.0.0", None, True), ("0.0.0.0", "t0k3n-value", False), ("127.0.0.1", None, False)],
+)
+def test_no_token_on_a_non_loopback_address_warns_once(
+    tmp_path: Path, host: str, token: str | None, warned: bool
+) -> None:
+    args = ["--app", "agent_runtime.examples", "--host", host]
+    code, output, _ = _serve_briefly(tmp_path, *args, *(["--token", token] if token else []))
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if "serving_without_token" in line]
+    assert len(warnings) == (1 if warned else 0), output
+    if warned:
+        assert '"level": "warning"' in warnings[0] and host in warnings[0]
+    if token:
+        assert token not in output
+
+
+def test_database_files_it_creates_are_private(tmp_path: Path) -> None:
+    code, output, port = _serve_briefly(tmp_path, "--app", "agent_runtime.examples")
+    assert code == 0, output
+    created = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("w.db"))
+    assert "w.db" in created and "w.db.lock" in created
+    for name in created:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+    import os
+
+    import httpx
+
+    db = tmp_path / "w.db"
+    proc = subprocess.Popen(
+        [BIN, "serve", "--db", str(db), "--app", "agent_runtime.examples", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:  # while it runs, the write-ahead log and its index exist: private too
+        for _ in range(200):
+            try:
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/runs", json={"workflow": "echo",
+                    "input": {"message": "m"}}, timeout=0.5,
+                )  # fmt: skip
+                if r.status_code in (200, 201):
+                    break
+            except httpx.HTTPError:
+                import time
+
+                time.sleep(0.05)
+        for suffix in ("-wal", "-shm"):
+            path = Path(str(db) + suffix)
+            assert path.exists() and os.stat(path).st_mode & 0o777 == 0o600, suffix
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_runs_under_isolated_python_and_ignores_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """``python3 -I -m agent_runtime serve`` needs nothing from the working directory, and
+    neither it nor a file app imports modules planted in the cwd or beside the app."""
+    marker = tmp_path / "planted"
+    plant = f"open({str(marker)!r}, 'a').write(__name__)\n"
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "agents.py").write_text(
+        "import helpers\nfrom agent_runtime import workflow\n"
+        "@workflow\nasync def hello() -> str:\n    return helpers.GREETING\n"
+    )
+    (app_dir / "helpers.py").write_text("GREETING = 'hi'\n")
+    for directory in (tmp_path, app_dir):
+        for name in ("json", "structlog", "uvicorn", "uvloop", "httptools", "email"):
+            (directory / f"{name}.py").write_text(plant)
+    for isolated in (True, False):
+        code, output, _ = _serve_briefly(
+            tmp_path, "--app", str(app_dir / "agents.py"), isolated=isolated,
+            env={"PYTHONPATH": str(tmp_path)} if isolated else None,
+        )  # fmt: skip
+        assert code == 0, output
+        assert "runtime_started" in output and "hello" in output
+    assert not marker.exists()
