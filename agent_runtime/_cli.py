@@ -1,4 +1,5 @@
-"""``agent-runtime``: serve an app's workflows over HTTP.
+"""``agent-runtime``: serve an app's workflows over HTTP (``serve``); check recorded runs
+against new code (``replay``, in ``_cli_replay``).
 
 argparse rather than Typer on purpose: this process runs in every tenant container and
 its idle memory is a budget (Typer + Rich cost several MB).
@@ -17,7 +18,7 @@ from typing import NoReturn
 
 import structlog
 
-from . import __version__
+from . import __version__, _cli_replay
 from ._errors import AgentRuntimeError, InvalidInput
 from ._logging import LEVELS, configure_logging
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "(a killed runtime's runs move to another after this); default 30",
     )
     s.add_argument("--log-level", default="info", choices=LEVELS, help="default info")
+    _cli_replay.add_parser(sub)
     return p
 
 
@@ -161,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             configure_logging(args.log_level)
             return _serve(args)
+        if args.command == "replay":
+            configure_logging(args.log_level, stream=sys.stderr)
+            return _cli_replay.command(args)
     except AgentRuntimeError as exc:
         hint = f" (hint: {exc.hint})" if getattr(exc, "hint", None) else ""
         print(f"agent-runtime: error: {exc}{hint}", file=sys.stderr)
