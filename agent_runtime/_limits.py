@@ -11,7 +11,10 @@ recorded values) is JSON that
 - holds only finite numbers (no NaN or Infinity, which JSON cannot carry; ``1e400``
   parses as Infinity);
 - holds only valid Unicode text (no lone UTF-16 surrogate such as ``"\\ud800"``, which
-  Python accepts and no UTF-8 encoder can write).
+  Python accepts and no UTF-8 encoder can write);
+- takes at most ``MAX_VALUE_BYTES`` (4 MiB) as UTF-8 JSON: a step returning 300 MB would
+  otherwise make every list page holding its run too large to serve from a tenant's
+  memory limit.
 
 Run ids and signal names travel in URL paths: they are ``IDENTIFIER`` (1-200 characters
 from ``A-Z a-z 0-9 . _ - :``, starting with a letter or digit, so neither ``/`` nor ``..``).
@@ -37,6 +40,7 @@ from ._errors import (
 )
 
 MAX_DEPTH = 64
+MAX_VALUE_BYTES = 4 * 1024 * 1024
 MAX_NAME = 200
 MAX_DURATION = 10 * 366 * 86400.0  # seconds: ten years
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
@@ -64,11 +68,13 @@ def json_text(value: Any, what: str) -> str:
     except TypeError as exc:
         raise UnstorableValue(f"{what} is not JSON-serialisable: {exc}") from None
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise UnstorableValue(
             f"{what} holds a lone UTF-16 surrogate (such as \\ud800), which is not valid text"
         ) from None
+    if size > MAX_VALUE_BYTES:
+        raise UnstorableValue(f"{what} takes {size} bytes as JSON (at most {MAX_VALUE_BYTES})")
     # A value cannot nest deeper than it has brackets: most values need no walk at all.
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels")

@@ -13,6 +13,7 @@ from agent_runtime._errors import InvalidDuration, UnstorableValue, error_dict
 from agent_runtime._limits import (
     MAX_DEPTH,
     MAX_DURATION,
+    MAX_VALUE_BYTES,
     check_duration,
     check_identifier,
     check_name,
@@ -61,6 +62,7 @@ def test_many_brackets_in_strings_or_siblings_are_not_depth() -> None:
         ({"a": -math.inf}, "NaN or Infinity"),
         (object(), "not JSON-serialisable"),
         ({(1, 2): 3}, "not JSON-serialisable"),
+        ("\u00e9" * (MAX_VALUE_BYTES // 2 + 1), "bytes as JSON"),
     ],
 )
 def test_values_that_cannot_be_served_back_are_refused(value: Any, needle: str) -> None:

@@ -17,7 +17,12 @@ from starlette.testclient import TestClient
 
 from agent_runtime import Runtime, sleep, step, wait_for_signal, workflow
 from agent_runtime._http import build_app
-from agent_runtime._limits import MAX_BUFFERED_SIGNAL_BYTES, MAX_BUFFERED_SIGNALS, MAX_DEPTH
+from agent_runtime._limits import (
+    MAX_BUFFERED_SIGNAL_BYTES,
+    MAX_BUFFERED_SIGNALS,
+    MAX_DEPTH,
+    MAX_VALUE_BYTES,
+)
 from tests.pg_fixtures import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 
@@ -40,6 +45,7 @@ POISON: dict[str, Any] = {
     "deep": nested(1000),
     "just_too_deep": nested(MAX_DEPTH + 1),
     "opaque": Opaque(),
+    "huge": "x" * (MAX_VALUE_BYTES + 1),
 }
 
 
