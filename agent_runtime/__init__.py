@@ -20,13 +20,16 @@ from ._context import now, random, sleep, uuid4, wait_for_signal
 from ._definitions import Step, Workflow, step, workflow
 from ._errors import (
     AgentRuntimeError,
+    InvalidDuration,
     InvalidInput,
     NonDeterminismError,
     RunNotFound,
+    SignalBufferFull,
     SignalTimeout,
     StepFailed,
     StepTimeout,
     StorageError,
+    UnstorableValue,
     WorkflowNotFound,
 )
 from ._retry import RetryPolicy
@@ -39,6 +42,7 @@ __all__ = [
     "AgentRuntimeError",
     "Event",
     "EventKind",
+    "InvalidDuration",
     "InvalidInput",
     "NonDeterminismError",
     "RetryPolicy",
@@ -47,11 +51,13 @@ __all__ = [
     "RunPage",
     "RunStatus",
     "Runtime",
+    "SignalBufferFull",
     "SignalTimeout",
     "Step",
     "StepFailed",
     "StepTimeout",
     "StorageError",
+    "UnstorableValue",
     "Workflow",
     "WorkflowNotFound",
     "__version__",
