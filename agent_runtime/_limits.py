@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from ._errors import (
@@ -52,11 +51,18 @@ MAX_BUFFERED_SIGNALS = 100
 MAX_BUFFERED_SIGNAL_BYTES = 4 * 1024 * 1024
 
 
+# One encoder for every check (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+
+
 def json_text(value: Any, what: str) -> str:
     """Compact JSON text of ``value``; raises ``UnstorableValue`` naming ``what`` when the
     runtime could not store it and serve it back."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except RecursionError:
         raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
@@ -75,8 +81,8 @@ def json_text(value: Any, what: str) -> str:
         ) from None
     if size > MAX_VALUE_BYTES:
         raise UnstorableValue(f"{what} takes {size} bytes as JSON (at most {MAX_VALUE_BYTES})")
-    # A value cannot nest deeper than it has brackets: most values need no walk at all.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    # A value cannot nest deeper than it has brackets: most values need no scan at all.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(text):
         raise UnstorableValue(f"{what} is nested deeper than {MAX_DEPTH} levels")
     return text
 
@@ -104,25 +110,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth(value: Any) -> int:
-    """How many containers deep ``value`` nests (a scalar: 0), without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        children: Iterable[Any]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        depth += 1
-        if depth > MAX_DEPTH:
-            return depth
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
+def _too_deep(text: str) -> bool:
+    """Whether JSON text (as the encoder wrote it) nests deeper than MAX_DEPTH: with the
+    strings and scalars gone, each pass drops the innermost pairs of brackets."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    for _ in range(MAX_DEPTH):
+        brackets = _INNERMOST.sub("", brackets)
+        if not brackets:
+            return False
+    return True
 
 
 def check_identifier(value: Any, what: str) -> str:

@@ -49,8 +49,16 @@ def test_one_depth_limit_for_parsing_and_encoding(container: str) -> None:
 def test_many_brackets_in_strings_or_siblings_are_not_depth() -> None:
     wide = [[i] for i in range(1000)]  # 1001 brackets, depth 2
     assert to_json_value(wide, "v") == wide
-    text = {"s": "[" * 500 + "{" * 500}
+    text = {"s": "[" * 500 + "{" * 500, "t": '\\"[{' * 100, "u": '"]}' * 100}
     assert to_json_value(text, "v") == text
+    edge = {"s": '\\"[' * 100, "deep": nested(MAX_DEPTH - 1)}
+    assert to_json_value(edge, "v") == edge
+    with pytest.raises(UnstorableValue, match="nested"):
+        json_text({"s": '\\"]' * 100, "deep": nested(MAX_DEPTH)}, "v")
+    mixed = nested(MAX_DEPTH // 2, "dict")
+    for _ in range(MAX_DEPTH // 2):
+        mixed = [mixed, {"x": ["[", "]"]}]
+    assert to_json_value(mixed, "v") == mixed
 
 
 @pytest.mark.parametrize(
