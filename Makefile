@@ -34,9 +34,9 @@ test: setup engine images postgres
 test-fast: setup
 	$(BIN)/pytest -q -m "not docker and not postgres"
 
-# The fleet story on the embedded object store (see fleet/_demo.py).
+# The fleet story on the embedded object store (see fleet/demo.py).
 demo: setup engine images
-	$(BIN)/python -m fleet._demo
+	$(BIN)/python -m fleet.demo
 
 # The runtime alone: serve the examples, drive a run, kill -9, resume.
 demo-runtime: setup

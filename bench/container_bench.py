@@ -1,6 +1,6 @@
 """Tenant container benchmarks (issue 3), on the real engine with the embedded object store.
 
-Every container is created with fleet._container_spec.tenant_container_config, exactly as
+Every container is created with fleet.engine.container_spec.tenant_container_config, exactly as
 `fleet up` creates it (hardened, cpus 0.5, memory 256m, on the `litefleet` network).
 
 Parts:
@@ -51,14 +51,14 @@ sys.path.insert(0, str(HERE.parent))
 import _containers as cx  # noqa: E402
 import httpx  # noqa: E402
 
-from fleet._container_spec import (  # noqa: E402
+from fleet.engine.container_spec import (  # noqa: E402
     STOP_TIMEOUT_S,
     S3Target,
     published_port,
     tenant_container_config,
 )
-from fleet._images import image_ref  # noqa: E402
-from fleet._objectstore import (  # noqa: E402
+from fleet.engine.images import image_ref  # noqa: E402
+from fleet.storage.embedded import (  # noqa: E402
     ObjectStore,
     ensure_object_store,
     ensure_tenant_network,

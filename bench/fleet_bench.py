@@ -40,7 +40,7 @@ import _containers as cx  # noqa: E402
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 PARTS = ["cli", "up", "idle"]
-USER_LABEL = "litefleet.label."  # fleet._names.USER_LABEL_PREFIX
+USER_LABEL = "litefleet.label."  # fleet.core.names.USER_LABEL_PREFIX
 HOST_PROCS = ("containerd-shim", "docker-proxy", "dockerd", "containerd")
 
 

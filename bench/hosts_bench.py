@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._machine import describe  # noqa: E402
-from fleet._backups import _LTX_KEY, s3_client  # noqa: E402
-from fleet._container_spec import S3Target  # noqa: E402
-from fleet._images import image_ref  # noqa: E402
-from fleet._objectstore import ensure_object_store  # noqa: E402
+from fleet.engine.container_spec import S3Target  # noqa: E402
+from fleet.engine.images import image_ref  # noqa: E402
+from fleet.storage.backups import _LTX_KEY, s3_client  # noqa: E402
+from fleet.storage.embedded import ensure_object_store  # noqa: E402
 from tests.second_engine import running_second_engine  # noqa: E402
 
 FLEET = str(Path(sys.executable).with_name("fleet"))

@@ -9,7 +9,7 @@
 # `url` prints the DSN with it.
 #
 # Listens on 127.0.0.1 and, when a Docker engine answers, on the gateway IP of the tenants'
-# bridge network `litefleet` (created here as fleet/_objectstore.py creates it, if missing), so
+# bridge network `litefleet` (created here as fleet/storage/embedded.py creates it, if missing), so
 # `fleet up --db-url` tenants reach it. That gateway is a host address on the bridge, not on
 # the host's external interfaces. pg_hba admits loopback and that network's subnet only, with
 # password (scram) auth. A new gateway restarts a running server (its connections drop).

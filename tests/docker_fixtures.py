@@ -20,9 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet._container_spec import S3Target, published_port, tenant_container_config
-from fleet._images import image_ref
-from fleet._objectstore import ObjectStore, ensure_object_store, ensure_tenant_network, s3_client
+from fleet.engine.container_spec import S3Target, published_port, tenant_container_config
+from fleet.engine.images import image_ref
+from fleet.storage.embedded import (
+    ObjectStore,
+    ensure_object_store,
+    ensure_tenant_network,
+    s3_client,
+)
 
 TEST_BUCKET = "litefleet-test"
 LITESTREAM = str(Path(sys.executable).parent / "litestream")

@@ -24,7 +24,7 @@ class Result:
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     """Run `fleet ARGS` in this process through main() (the real error path)."""
-    from fleet._cli import main
+    from fleet.cli.app import main
 
     capsys.readouterr()
     try:

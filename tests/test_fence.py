@@ -1,5 +1,5 @@
-"""One writer per tenant: the lease (fleet/_lease.py) against a real S3 HTTP endpoint (moto
-server), and the fence on real engines: a second `up` elsewhere is refused, a direct second
+"""One writer per tenant: the lease (fleet/supervisor/lease.py) against a real S3 HTTP endpoint
+(moto server), and the fence on real engines: a second `up` elsewhere is refused, a direct second
 container waits and gives up, --force-takeover stops the old holder without a final sync and
 the backup stays restorable."""
 
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet import _lease as lease
+from fleet.supervisor import lease
 from tests.fleet_support import Result, fleet, free_port, one_line_error
 
 MOTO = str(Path(sys.executable).with_name("moto_server"))
@@ -129,7 +129,7 @@ def test_only_one_of_many_contenders_wins(s3: lease.S3Conf) -> None:
 
 
 def _keeper(s3: lease.S3Conf, tenant: str, *cmd: str, wait: str = "20") -> subprocess.Popen[str]:
-    """`python -m fleet._lease hold -- CMD` as the container runs it (fast renewals)."""
+    """`python -m fleet.supervisor.lease hold -- CMD` as the container runs it (fast renewals)."""
     env = {
         "PATH": "/usr/bin:/bin",
         "TENANT": tenant,
@@ -144,7 +144,7 @@ def _keeper(s3: lease.S3Conf, tenant: str, *cmd: str, wait: str = "20") -> subpr
         "LITEFLEET_LEASE_WAIT": wait,  # for another holder's lease to lapse
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "fleet._lease", "hold", "--", *cmd],
+        [sys.executable, "-m", "fleet.supervisor.lease", "hold", "--", *cmd],
         env=env,
         cwd=Path(__file__).parents[1],
         stderr=subprocess.PIPE,
@@ -209,8 +209,8 @@ def test_fence_on_two_hosts(
 ) -> None:
     import docker
 
-    from fleet._container_spec import tenant_container_config
-    from fleet._objectstore import ensure_tenant_network
+    from fleet.engine.container_spec import tenant_container_config
+    from fleet.storage.embedded import ensure_tenant_network
 
     env = two_hosts
     t = f"h-{uuid.uuid4().hex[:8]}"
@@ -242,7 +242,7 @@ def test_fence_on_two_hosts(
         tenant_env = dict(
             e.partition("=")[::2] for e in a.containers.get(f"litefleet-{t}").attrs["Config"]["Env"]
         )
-        from fleet._container_spec import S3Target
+        from fleet.engine.container_spec import S3Target
 
         s3 = S3Target(
             tenant_env["LITEFLEET_S3_ENDPOINT"],
@@ -271,9 +271,9 @@ def test_fence_on_two_hosts(
 
         # --force-takeover: the old holder stops replicating at once, without a final sync.
         # (b gets the image from a first: the b-only operator has nowhere to copy it from.)
-        from fleet._context import Fleet
-        from fleet._image_transfer import ensure_image_on
-        from fleet._settings import FleetSettings
+        from fleet.core.context import Fleet
+        from fleet.core.settings import FleetSettings
+        from fleet.engine.image_transfer import ensure_image_on
 
         both = Fleet.from_settings(FleetSettings(hosts=env["FLEET_HOSTS"]))
         ensure_image_on(both, both.hosts[1], env["FLEET_IMAGE"])

@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet._container_spec import S3Target, published_port, tenant_container_config
-from fleet._final_sync import FinalSyncFailed, stop_with_final_sync
-from fleet._images import image_ref
-from fleet._objectstore import (
+from fleet.engine.container_spec import S3Target, published_port, tenant_container_config
+from fleet.engine.images import image_ref
+from fleet.storage.embedded import (
     ACCESS_KEY_ID,
     REGION,
     SECRET_ACCESS_KEY,
@@ -21,6 +20,7 @@ from fleet._objectstore import (
     network_gateway,
     s3_client,
 )
+from fleet.storage.final_sync import FinalSyncFailed, stop_with_final_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

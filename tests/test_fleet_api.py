@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleet._api import RuntimeClient
-from fleet._errors import FleetTimeout, RuntimeApiError
+from fleet.core.errors import FleetTimeout, RuntimeApiError
+from fleet.ops.api import RuntimeClient
 
 from .fleet_support import free_port
 
@@ -112,7 +112,7 @@ def test_errors_are_one_line(server: str) -> None:
 
 
 def test_unreachable_is_mapped() -> None:
-    from fleet._errors import translate
+    from fleet.core.errors import translate
 
     with RuntimeClient(f"http://127.0.0.1:{free_port()}", TOKEN) as api:
         assert not api.healthy()

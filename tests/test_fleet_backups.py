@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet._backups import backup_state, litestream_binary, pull, purge, s3_client
-from fleet._container_spec import S3Target
-from fleet._errors import BackupNotFound, InvalidArgument, ObjectStoreError
+from fleet.core.errors import BackupNotFound, InvalidArgument, ObjectStoreError
+from fleet.engine.container_spec import S3Target
+from fleet.storage.backups import backup_state, litestream_binary, pull, purge, s3_client
 
 from .fleet_support import cli, free_port
 

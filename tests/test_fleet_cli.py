@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import typer
 
-from fleet._cli import app
+from fleet.cli.app import app
 
 from .fleet_support import cli, fleet, one_line_error
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleet._durations import format_duration, parse_duration
-from fleet._errors import InvalidArgument
-from fleet._names import (
+from fleet.core.durations import format_duration, parse_duration
+from fleet.core.errors import InvalidArgument
+from fleet.core.names import (
     check_tenant,
     container_name,
     engine_labels,

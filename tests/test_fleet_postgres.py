@@ -1,4 +1,4 @@
-"""`fleet up --db-url`: tenants on PostgreSQL (fleet/_postgres.py, images/postgres.sh).
+"""`fleet up --db-url`: tenants on PostgreSQL (fleet/ops/postgres.py, images/postgres.sh).
 
 The DSN handling is checked on its own; the end-to-end tests drive the installed `fleet`
 script against the real engine, the tenant image and the local PostgreSQL server, which
@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from fleet._container_spec import tenant_container_config
-from fleet._errors import InvalidArgument
-from fleet._objectstore import ensure_tenant_network, network_gateway
-from fleet._postgres import check_url, for_tenant, redact
+from fleet.core.errors import InvalidArgument
+from fleet.engine.container_spec import tenant_container_config
+from fleet.ops.postgres import check_url, for_tenant, redact
+from fleet.storage.embedded import ensure_tenant_network, network_gateway
 from tests import docker_fixtures as _fixtures
 from tests.fleet_support import Result, fleet, free_port, one_line_error
 from tests.pg_fixtures import SCRIPT, pg_dsn, pg_server  # noqa: F401  (fixtures)

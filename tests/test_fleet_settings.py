@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet._errors import ConfigError, InvalidArgument
-from fleet._hosts import parse_hosts, pick
-from fleet._settings import FleetSettings, load_settings
+from fleet.core.errors import ConfigError, InvalidArgument
+from fleet.core.settings import FleetSettings, load_settings
+from fleet.engine.hosts import parse_hosts, pick
 
 
 @pytest.fixture(autouse=True)

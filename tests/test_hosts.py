@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleet._hosts import parse_hosts
-from fleet._image_transfer import registry_ref
+from fleet.engine.hosts import parse_hosts
+from fleet.engine.image_transfer import registry_ref
 from tests.fleet_support import Result, fleet, one_line_error
 
 

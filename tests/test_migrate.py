@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet._container_spec import published_port
+from fleet.engine.container_spec import published_port
 from tests.fleet_support import Result, fleet, one_line_error
 
 pytestmark = pytest.mark.docker

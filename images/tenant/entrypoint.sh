@@ -4,7 +4,7 @@
 #   then `litestream replicate -exec` the runtime: litestream ships every commit to S3, forwards
 #   SIGTERM to the runtime (which drains and exits 0) and does a final sync before exiting.
 #   AGENT_RUNTIME_DB=postgresql://...: no local file, no litestream; the runtime runs alone.
-# One writer per tenant: restore and replicate run under the lease keeper (fleet/_lease.py), which
+# One writer per tenant: restore and replicate run under the lease keeper (fleet/supervisor/lease.py), which
 # takes leases/$TENANT.json in the bucket first (waiting up to 20 s for a dead holder's lease to
 # lapse, else refusing to start: exit 75), renews it, kills
 # litestream without a final sync if the lease is taken over, and releases it after a clean stop.
@@ -71,7 +71,7 @@ if [[ "${1:-}" != replicate ]]; then
     only_env "${LITESTREAM_VARS[@]}" LITEFLEET_HOST LITEFLEET_LEASE_TTL LITEFLEET_LEASE_RENEW \
         LITEFLEET_LEASE_WAIT
     # -I: never import from the working directory (/data) or PYTHON* variables.
-    exec python3 -I -m fleet._lease hold -- "$SELF" replicate
+    exec python3 -I -m fleet.supervisor.lease hold -- "$SELF" replicate
 fi
 
 # Highest txid in JSON lines on stdin: `litestream status -json` (local_txid) or

@@ -443,7 +443,7 @@ def delete(conf: S3Conf, tenant: str) -> None:
         raise S3Failure(f"DELETE {lease_key(tenant)}: HTTP {status}")
 
 
-# -- the keeper: `python -m fleet._lease hold -- CMD...` inside a tenant container
+# -- the keeper: `python -m fleet.supervisor.lease hold -- CMD...` inside a tenant container
 
 
 def container_id() -> str:
@@ -607,7 +607,7 @@ def _safe_read(conf: S3Conf, tenant: str) -> Lease | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "hold" or argv[1] != "--":
-        _log("usage: python -m fleet._lease hold -- CMD [ARGS...]")
+        _log("usage: python -m fleet.supervisor.lease hold -- CMD [ARGS...]")
         return 64
     env = dict(os.environ)
     try:

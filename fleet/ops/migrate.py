@@ -21,17 +21,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _names as names
-from ._backups import backup_state
-from ._container_spec import RESERVED_ENV
-from ._context import Fleet
-from ._errors import FleetError, FleetTimeout, InvalidArgument
-from ._hosts import pick
-from ._image_transfer import TransferProgress, ensure_image_on
-from ._log import log
-from ._restore import LITESTREAM_CONFIG, _remove_volume, run_oneoff
-from ._status import parse_status_txid
-from ._tenants import TOKEN_ENV, Tenant, find, up, volume_exists
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument
+from fleet.core.log import log
+from fleet.engine.container_spec import RESERVED_ENV
+from fleet.engine.hosts import pick
+from fleet.engine.image_transfer import TransferProgress, ensure_image_on
+from fleet.storage.backups import backup_state
+
+from .restore import LITESTREAM_CONFIG, _remove_volume, run_oneoff
+from .status import parse_status_txid
+from .tenants import TOKEN_ENV, Tenant, find, up, volume_exists
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 _SYNC_WAIT_S = 30.0
@@ -88,7 +89,7 @@ def migrate(
             "it was started again there",
             f"`fleet logs {tenant}` shows why",
         )
-    from ._objectstore import ensure_tenant_network
+    from fleet.storage.embedded import ensure_tenant_network
 
     out = run_oneoff(
         src.host,

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._backups import BackupState, backup_state, s3_client
-from ._container_spec import DB_PATH, S3Target
-from ._context import Fleet
-from ._errors import FleetError, translate
-from ._log import log
-from ._tenants import Tenant, list_tenants
+from fleet.core.context import Fleet
+from fleet.core.errors import FleetError, translate
+from fleet.core.log import log
+from fleet.engine.container_spec import DB_PATH, S3Target
+from fleet.storage.backups import BackupState, backup_state, s3_client
+
+from .tenants import Tenant, list_tenants
 
 LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
 _PROBE = (

@@ -22,17 +22,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import _fence
-from . import _names as names
-from ._backups import _LTX_KEY, backup_state, parse_timestamp, s3_client
-from ._container_spec import DATA_DIR, DB_PATH, LABEL_MANAGED, S3Target, tenant_container_config
-from ._context import Fleet
-from ._errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
-from ._hosts import Host
-from ._image_transfer import Transfer, TransferProgress, ensure_image_on
-from ._log import log
-from ._placement import place
-from ._tenants import Tenant, reachable_hosts, up, volume_exists
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
+from fleet.core.log import log
+from fleet.engine.container_spec import (
+    DATA_DIR,
+    DB_PATH,
+    LABEL_MANAGED,
+    S3Target,
+    tenant_container_config,
+)
+from fleet.engine.hosts import Host
+from fleet.engine.image_transfer import Transfer, TransferProgress, ensure_image_on
+from fleet.engine.placement import place
+from fleet.storage import fence as _fence
+from fleet.storage.backups import _LTX_KEY, backup_state, parse_timestamp, s3_client
+
+from .tenants import Tenant, reachable_hosts, up, volume_exists
 
 LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
 LABEL_ONEOFF = "litefleet.oneoff"  # restore/inspect helpers: never listed as tenants
@@ -100,7 +107,7 @@ def restore(
             f"host {target.name!r} already has a volume for {tenant!r} ({volume})",
             f"remove it (`docker volume rm {volume}` there) to restore from object storage",
         )
-    from ._objectstore import ensure_tenant_network
+    from fleet.storage.embedded import ensure_tenant_network
 
     network = ensure_tenant_network(client)
     client.volumes.create(name=volume, labels={names.LABEL_TENANT: tenant})
@@ -238,7 +245,7 @@ def _archive(s3: S3Target, tenant: str) -> str:
 
 
 def _copies(fleet: Fleet, tenant: str) -> list[Tenant]:
-    from ._tenants import from_container
+    from .tenants import from_container
 
     found = []
     for h in reachable_hosts(fleet):

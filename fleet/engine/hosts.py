@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ConfigError, EngineUnavailable, InvalidArgument
+from fleet.core.errors import ConfigError, EngineUnavailable, InvalidArgument
 
 LOCAL = "local"
 # Seconds a host's engine gets to answer before it counts as unreachable (a dead tcp:// host

@@ -7,10 +7,11 @@ from typing import Any
 
 from rich.table import Table
 
-from ._migrate import MigrateResult
-from ._output import err, out
-from ._placement import HostInfo
-from ._restore import RestoreResult
+from fleet.engine.placement import HostInfo
+from fleet.ops.migrate import MigrateResult
+from fleet.ops.restore import RestoreResult
+
+from .output import err, out
 
 
 def _mb(n: int | None) -> str:

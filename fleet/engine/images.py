@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ._errors import FleetError, ImageMissing
+from fleet.core.errors import FleetError, ImageMissing
 
 _SIZE_RE = re.compile(r"^images: (\S+)\s+(\d+) MB$")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import ObjectStoreError
+from fleet.core.errors import ObjectStoreError
 
 # Litestream 0.5 log messages for a final sync that did not complete.
 _FAILED = (

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._context import Fleet
-from ._errors import FleetError, ImageMissing
-from ._hosts import Host
-from ._log import log
+from fleet.core.context import Fleet
+from fleet.core.errors import FleetError, ImageMissing
+from fleet.core.log import log
+
+from .hosts import Host
 
 
 class TransferProgress(Protocol):

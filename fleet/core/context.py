@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._container_spec import S3Target
-from ._errors import ObjectStoreError
-from ._hosts import Host, parse_hosts
-from ._settings import FleetSettings
+from fleet.engine.container_spec import S3Target
+from fleet.engine.hosts import Host, parse_hosts
+
+from .errors import ObjectStoreError
+from .settings import FleetSettings
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Fleet:
             self._s3_host = target(s.s3_endpoint)
             self._s3_tenant = target(s.s3_tenant_endpoint or s.s3_endpoint)
             return
-        from ._objectstore import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+        from fleet.storage.embedded import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
         host_ep, tenant_ep = _embedded(self.store_host.client, s.s3_bucket, s.s3_port, start)
         # The embedded store takes any credentials; use the ones it was set up with.
@@ -80,7 +81,7 @@ class Fleet:
 
 def _embedded(client: Any, bucket: str, port: int, start: bool) -> tuple[str, str]:
     """(host endpoint, tenant endpoint) of the embedded store."""
-    from ._objectstore import ensure_object_store, object_store_status
+    from fleet.storage.embedded import ensure_object_store, object_store_status
 
     if start:
         store = ensure_object_store(client, bucket=bucket, port=port)

@@ -20,9 +20,9 @@ from typing import Any
 
 import apsw
 
-from ._container_spec import DB_PATH, S3Target
-from ._errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
-from ._names import archive_prefix, backup_prefix
+from fleet.core.errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
+from fleet.core.names import archive_prefix, backup_prefix
+from fleet.engine.container_spec import DB_PATH, S3Target
 
 # <prefix><level as 4 hex>/<min txid>-<max txid>.ltx (Litestream 0.5 layout)
 _LTX_KEY = re.compile(r"(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")

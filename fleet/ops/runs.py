@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._context import Fleet
-from ._errors import InvalidArgument
-from ._tenants import client
+from fleet.core.context import Fleet
+from fleet.core.errors import InvalidArgument
+
+from .tenants import client
 
 
 def parse_json(text: str | None, what: str, *, allow_file: bool = True) -> Any:

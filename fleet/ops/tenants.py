@@ -17,16 +17,23 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import _names as names
-from ._api import RuntimeClient
-from ._backups import purge as purge_backup
-from ._container_spec import published_port, tenant_container_config
-from ._context import Fleet
-from ._errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound, TenantNotRunning
-from ._final_sync import stop_with_final_sync
-from ._hosts import Host
-from ._image_transfer import TransferProgress
-from ._log import log
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import (
+    FleetError,
+    FleetTimeout,
+    InvalidArgument,
+    TenantNotFound,
+    TenantNotRunning,
+)
+from fleet.core.log import log
+from fleet.engine.container_spec import published_port, tenant_container_config
+from fleet.engine.hosts import Host
+from fleet.engine.image_transfer import TransferProgress
+from fleet.storage.backups import purge as purge_backup
+from fleet.storage.final_sync import stop_with_final_sync
+
+from .api import RuntimeClient
 
 TOKEN_ENV = "AGENT_RUNTIME_TOKEN"
 
@@ -143,7 +150,7 @@ def reachable_hosts(fleet: Fleet) -> list[Host]:
         if h not in alive:
             log.warning("host does not answer; skipping it", host=h.name)
     if not alive:
-        from ._errors import EngineUnavailable
+        from fleet.core.errors import EngineUnavailable
 
         raise EngineUnavailable("no host of FLEET_HOSTS answers")
     return alive
@@ -184,7 +191,7 @@ def up(
 
     ``db_url``: the tenant runs on that PostgreSQL database instead of SQLite + Litestream
     (see ``_postgres`` for how a loopback URL reaches the container)."""
-    from . import _postgres
+    from . import postgres as _postgres
 
     names.check_tenant(tenant)
     ttl_s = _ttl_seconds(ttl)
@@ -192,9 +199,9 @@ def up(
         _postgres.check_url(db_url)
     if cpus <= 0:
         raise InvalidArgument(f"--cpus must be positive, got {cpus:g}")
-    from . import _fence
-    from ._image_transfer import ensure_image_on
-    from ._placement import place
+    from fleet.engine.image_transfer import ensure_image_on
+    from fleet.engine.placement import place
+    from fleet.storage import fence as _fence
 
     existing = _find_or_none(fleet, tenant)
     if existing is not None:
@@ -234,7 +241,7 @@ def up(
     target = place(fleet, host)
     client = target.client
     image = image or fleet.settings.image
-    from ._objectstore import ensure_tenant_network
+    from fleet.storage.embedded import ensure_tenant_network
 
     if db_url is None:  # refuse a live lease before copying anything
         _fence.ensure_free(fleet, tenant, check_only=force_takeover)
@@ -245,7 +252,7 @@ def up(
     network = ensure_tenant_network(client)
     pg = None
     if db_url is not None:
-        from ._objectstore import network_gateway
+        from fleet.storage.embedded import network_gateway
 
         gateway = network_gateway(client, network)
         pg = _postgres.for_tenant(db_url, gateway)
@@ -363,7 +370,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
             pass
     purged = purge_backup(s3, tenant) if s3 is not None else None
     if purge:
-        from ._fence import forget
+        from fleet.storage.fence import forget
 
         forget(fleet, tenant)  # the lease object goes with the backup
     if not (removed_container or removed_volume or purged):
@@ -418,7 +425,7 @@ def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -
 def _remove_many(
     fleet: Fleet, tenants: list[str], purge: bool, reporter: Reporter | None, parallel: int = 8
 ) -> Removal:
-    from ._errors import translate
+    from fleet.core.errors import translate
 
     def one(name: str) -> RmResult | FleetError:
         try:
@@ -477,7 +484,7 @@ def volume_exists(client: Any, name: str) -> bool:
 
 
 def _ttl_seconds(ttl: str | None) -> int | None:
-    from ._durations import parse_duration
+    from fleet.core.durations import parse_duration
 
     return parse_duration(ttl) if ttl is not None else None
 

@@ -1,7 +1,8 @@
 """The fleet's side of "one writer per tenant": read, check and take over tenant leases.
 
 The lease itself (format, conditional writes, the keeper inside each container) is
-fleet/_lease.py. Here the fleet refuses to start a tenant whose lease is live elsewhere, and
+fleet/supervisor/lease.py. Here the fleet refuses to start a tenant whose lease is live
+elsewhere, and
 ``--force-takeover`` revokes it: the generation is bumped, so the old holder's next renewal
 (within RENEW_S) fails and its keeper kills Litestream without a final sync.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _lease as lease
-from ._container_spec import S3Target
-from ._context import Fleet
-from ._errors import ObjectStoreError, TenantLeased
-from ._log import log
+from fleet.core.context import Fleet
+from fleet.core.errors import ObjectStoreError, TenantLeased
+from fleet.core.log import log
+from fleet.engine.container_spec import S3Target
+from fleet.supervisor import lease
 
 
 def conf(s3: S3Target) -> lease.S3Conf:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._errors import FleetTimeout, RuntimeApiError
+from fleet.core.errors import FleetTimeout, RuntimeApiError
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 

@@ -12,11 +12,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ._durations import format_duration
-from ._errors import FleetError
-from ._inspect import Report
-from ._status import TenantStatus
-from ._tenants import Removal, RmResult, UpResult
+from fleet.core.durations import format_duration
+from fleet.core.errors import FleetError
+from fleet.ops.inspect import Report
+from fleet.ops.status import TenantStatus
+from fleet.ops.tenants import Removal, RmResult, UpResult
 
 
 def _console(stderr: bool = False) -> Console:

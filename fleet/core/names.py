@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 # The labels the container spec sets itself come from there (one source of truth).
-from ._container_spec import LABEL_PREFIX as PREFIX
-from ._container_spec import LABEL_ROLE as LABEL_ROLE
-from ._container_spec import LABEL_TENANT as LABEL_TENANT
-from ._container_spec import ROLE_TENANT as ROLE_TENANT
-from ._errors import InvalidArgument
+from fleet.engine.container_spec import LABEL_PREFIX as PREFIX
+from fleet.engine.container_spec import LABEL_ROLE as LABEL_ROLE
+from fleet.engine.container_spec import LABEL_TENANT as LABEL_TENANT
+from fleet.engine.container_spec import ROLE_TENANT as ROLE_TENANT
+
+from .errors import InvalidArgument
 
 # A DNS label: it ends up in container names, hostnames and S3 prefixes.
 _TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")

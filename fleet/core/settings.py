@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ._errors import ConfigError
-from ._images import image_ref
+from fleet.engine.images import image_ref
+
+from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("~/.config/litefleet/fleet.toml")
 

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from . import _output as show
-from ._context import Fleet
-from ._errors import Aborted, FleetError, RunUnsuccessful, translate
-from ._log import configure, log
-from ._settings import load_settings
+from fleet.core.context import Fleet
+from fleet.core.errors import Aborted, FleetError, RunUnsuccessful, translate
+from fleet.core.log import configure, log
+from fleet.core.settings import load_settings
+
+from . import output as show
 
 app = typer.Typer(
     name="fleet",
@@ -81,7 +82,7 @@ def _fleet(ctx: typer.Context) -> Fleet:
 
 
 def _labels(items: list[str] | None) -> dict[str, str]:
-    from ._names import parse_labels
+    from fleet.core.names import parse_labels
 
     return parse_labels(items)
 
@@ -126,8 +127,8 @@ def up(
     ] = None,
 ) -> None:
     """Create and start a tenant (or start it again); waits until it is healthy."""
-    from . import _tenants
-    from ._names import parse_env
+    from fleet.core.names import parse_env
+    from fleet.ops import tenants as _tenants
 
     result = _tenants.up(
         _fleet(ctx),
@@ -152,7 +153,7 @@ def ls(ctx: typer.Context, label: Labels = None, json: Json = False) -> None:
     """List tenants: state, health, age, TTL, database size, replication, labels."""
     import time
 
-    from . import _status
+    from fleet.ops import status as _status
 
     rows = _status.ls(_fleet(ctx), _labels(label))
     if json:
@@ -165,7 +166,7 @@ def ls(ctx: typer.Context, label: Labels = None, json: Json = False) -> None:
 @app.command()
 def down(ctx: typer.Context, tenant: Tenant) -> None:
     """Stop a tenant after Litestream's final sync; the volume and the backup stay."""
-    from . import _tenants
+    from fleet.ops import tenants as _tenants
 
     t, was_running = _tenants.down(_fleet(ctx), tenant)
     show.out.print(f"tenant {t.name} " + ("stopped" if was_running else f"already {t.state}"))
@@ -174,8 +175,8 @@ def down(ctx: typer.Context, tenant: Tenant) -> None:
 @app.command()
 def rm(ctx: typer.Context, tenant: Tenant, purge: Purge = False, yes: Yes = False) -> None:
     """Remove a tenant's container and volume (with --purge also its backup)."""
-    from . import _tenants
-    from ._names import check_tenant
+    from fleet.core.names import check_tenant
+    from fleet.ops import tenants as _tenants
 
     check_tenant(tenant)
     if purge and not yes:
@@ -192,7 +193,7 @@ def teardown(
     yes: Yes = False,
 ) -> None:
     """Remove every tenant matching --label (or --all), in parallel."""
-    from . import _tenants
+    from fleet.ops import tenants as _tenants
 
     with _RemovalProgress(purge and not yes) as progress:
         removal = _tenants.teardown(
@@ -209,7 +210,7 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list them.")] = False,
 ) -> None:
     """Remove the tenants whose --ttl has passed."""
-    from . import _tenants
+    from fleet.ops import tenants as _tenants
 
     if dry_run:
         names = _tenants.expired(_fleet(ctx))
@@ -271,7 +272,7 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
 ) -> None:
     """Print a tenant's container logs (runtime and Litestream)."""
-    from . import _tenants
+    from fleet.ops import tenants as _tenants
 
     try:
         for chunk in _tenants.logs(_fleet(ctx), tenant, follow=follow, tail=tail):
@@ -298,7 +299,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Start a workflow run on a tenant (exit 1 when --wait sees it fail or get cancelled)."""
-    from . import _runs
+    from fleet.ops import runs as _runs
 
     result = _runs.run(
         _fleet(ctx),
@@ -326,7 +327,7 @@ def runs(
     json: Json = False,
 ) -> None:
     """List a tenant's runs."""
-    from . import _runs
+    from fleet.ops import runs as _runs
 
     rows = _runs.runs(_fleet(ctx), tenant, status=status, workflow=workflow, limit=limit)
     show.print_json(rows) if json else show.runs(rows)
@@ -343,7 +344,7 @@ def signal(
     ] = None,
 ) -> None:
     """Send a signal (with an optional JSON payload) to a run."""
-    from . import _runs
+    from fleet.ops import runs as _runs
 
     result = _runs.signal(_fleet(ctx), tenant, run, name, _runs.parse_json(data, "--data"))
     show.out.print(f"signal {name} sent to run {run}" + _status_suffix(result))
@@ -354,7 +355,7 @@ def cancel(
     ctx: typer.Context, tenant: Tenant, run: Annotated[str, typer.Argument(help="Run id.")]
 ) -> None:
     """Cancel a run."""
-    from . import _runs
+    from fleet.ops import runs as _runs
 
     result = _runs.cancel(_fleet(ctx), tenant, run)
     show.out.print(f"run {run} cancel requested" + _status_suffix(result))
@@ -385,8 +386,8 @@ def pull(
 
     The running container is not touched; the copy passes PRAGMA integrity_check.
     """
-    from . import _backups
-    from ._names import check_tenant
+    from fleet.core.names import check_tenant
+    from fleet.storage import backups as _backups
 
     check_tenant(tenant)
     fleet = _fleet(ctx)
@@ -413,8 +414,9 @@ def inspect(
     import dataclasses
     import tempfile
 
-    from . import _backups, _inspect
-    from ._names import check_tenant
+    from fleet.core.names import check_tenant
+    from fleet.ops import inspect as _inspect
+    from fleet.storage import backups as _backups
 
     path = Path(target)
     if path.is_file():
@@ -434,8 +436,9 @@ def inspect(
 @app.command()
 def hosts(ctx: typer.Context, json: Json = False) -> None:
     """List the hosts of FLEET_HOSTS: reachable, tenants, memory free/total, tenant image."""
-    from . import _placement
-    from ._output_hosts import hosts as show_hosts
+    from fleet.engine import placement as _placement
+
+    from .output_hosts import hosts as show_hosts
 
     rows = _placement.hosts(_fleet(ctx))
     show.print_json([r.as_dict() for r in rows]) if json else show_hosts(rows)
@@ -468,8 +471,9 @@ def restore(
 ) -> None:
     """Start a tenant on a host from its backup in object storage (a new host, or after losing
     one): prints the restored txid and the age of the newest data."""
-    from ._output_hosts import restored
-    from ._restore import restore as do_restore
+    from fleet.ops.restore import restore as do_restore
+
+    from .output_hosts import restored
 
     restored(
         do_restore(
@@ -494,14 +498,15 @@ def migrate(
 ) -> None:
     """Move a tenant to another host: stop, wait for the final sync, start there from object
     storage, compare runs, remove the source. Prints the downtime."""
-    from ._migrate import migrate as do_migrate
-    from ._output_hosts import migrated
+    from fleet.ops.migrate import migrate as do_migrate
+
+    from .output_hosts import migrated
 
     migrated(do_migrate(_fleet(ctx), tenant, to=to, progress=_image_progress()))
 
 
 def _image_progress() -> Any:
-    from ._output_hosts import ImageProgress
+    from .output_hosts import ImageProgress
 
     return ImageProgress()
 
@@ -512,7 +517,7 @@ def _image_progress() -> Any:
 @s3_app.command("up")
 def s3_up(ctx: typer.Context) -> None:
     """Start the embedded object store (moto server in a container)."""
-    from . import _store
+    from fleet.ops import object_store as _store
 
     show.out.print(_store.up(_fleet(ctx)))
 
@@ -520,7 +525,7 @@ def s3_up(ctx: typer.Context) -> None:
 @s3_app.command("down")
 def s3_down(ctx: typer.Context) -> None:
     """Stop and remove the embedded object store (its data is lost)."""
-    from . import _store
+    from fleet.ops import object_store as _store
 
     show.out.print(_store.down(_fleet(ctx)))
 
@@ -528,7 +533,7 @@ def s3_down(ctx: typer.Context) -> None:
 @s3_app.command("status")
 def s3_status(ctx: typer.Context) -> None:
     """Say whether the embedded object store runs, and where."""
-    from . import _store
+    from fleet.ops import object_store as _store
 
     show.out.print(_store.status(_fleet(ctx)))
 
@@ -536,7 +541,7 @@ def s3_status(ctx: typer.Context) -> None:
 @image_app.command("build")
 def image_build() -> None:
     """Build the litefleet tenant and s3 images offline (images/build.sh)."""
-    from ._images import build_images
+    from fleet.engine.images import build_images
 
     for image, size_mb in build_images(_repo_root()):
         show.out.print(f"built {image} ({size_mb} MB)")

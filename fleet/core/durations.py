@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ._errors import InvalidArgument
+from .errors import InvalidArgument
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+)([smhd])")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ._context import Fleet
+from fleet.core.context import Fleet
 
 _MEMORY = "its data lives in memory only: it is lost when the store stops"
 
 
 def up(fleet: Fleet) -> str:
-    from ._objectstore import ensure_object_store
+    from fleet.storage.embedded import ensure_object_store
 
     if fleet.settings.s3_endpoint:
         return f"using external object storage at {fleet.settings.s3_endpoint}; nothing to start"
@@ -20,7 +20,7 @@ def up(fleet: Fleet) -> str:
 
 
 def down(fleet: Fleet) -> str:
-    from ._objectstore import remove_object_store
+    from fleet.storage.embedded import remove_object_store
 
     if fleet.settings.s3_endpoint:
         return "using external object storage; nothing to stop"
@@ -31,7 +31,7 @@ def down(fleet: Fleet) -> str:
 
 
 def status(fleet: Fleet) -> str:
-    from ._objectstore import object_store_status
+    from fleet.storage.embedded import object_store_status
 
     s = fleet.settings
     if s.s3_endpoint:

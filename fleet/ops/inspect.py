@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from ._errors import FleetError, InvalidArgument
+from fleet.core.errors import FleetError, InvalidArgument
 
 RUN_COLUMNS = ("id", "workflow", "status", "input", "result", "error", "created_at", "updated_at")
 EVENT_COLUMNS = ("seq", "run_id", "position", "kind", "name", "attempt", "data", "created_at")

@@ -10,10 +10,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ._container_spec import LABEL_ROLE, ROLE_TENANT
-from ._context import Fleet
-from ._errors import EngineUnavailable
-from ._hosts import Host, pick
+from fleet.core.context import Fleet
+from fleet.core.errors import EngineUnavailable
+
+from .container_spec import LABEL_ROLE, ROLE_TENANT
+from .hosts import Host, pick
 
 
 @dataclass(frozen=True)

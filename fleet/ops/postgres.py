@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from ._errors import FleetError, InvalidArgument
+from fleet.core.errors import FleetError, InvalidArgument
 
 SCHEMES = ("postgresql", "postgres")
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._container_spec import LABEL_MANAGED, LABEL_ROLE, ROLE_OBJECT_STORE
-from ._errors import FleetError, ObjectStoreError
-from ._images import ensure_image, image_ref
+from fleet.core.errors import FleetError, ObjectStoreError
+from fleet.engine.container_spec import LABEL_MANAGED, LABEL_ROLE, ROLE_OBJECT_STORE
+from fleet.engine.images import ensure_image, image_ref
 
 CONTAINER_NAME = "litefleet-s3"
 NETWORK_NAME = "litefleet"
@@ -197,8 +197,9 @@ def remove_object_store(client: Any) -> bool:
 
 def s3_client(endpoint: str) -> Any:
     """boto3 S3 client for the embedded store at ``endpoint`` (its fixed credentials)."""
-    from ._backups import s3_client as client_for
-    from ._container_spec import S3Target
+    from fleet.engine.container_spec import S3Target
+
+    from .backups import s3_client as client_for
 
     target = S3Target(endpoint, "", REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
     return client_for(target, connect_timeout=2, read_timeout=10)
