@@ -32,6 +32,7 @@ from ._errors import (
     UnstorableValue,
     WorkflowNotFound,
 )
+from ._reader import DatabaseCopy, open_copy
 from ._retry import RetryPolicy
 from ._runtime import Runtime
 from ._store import Event, EventKind, Run, RunPage, RunStatus
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentRuntimeError",
+    "DatabaseCopy",
     "Event",
     "EventKind",
     "InvalidDuration",
@@ -62,6 +64,7 @@ __all__ = [
     "WorkflowNotFound",
     "__version__",
     "now",
+    "open_copy",
     "random",
     "sleep",
     "step",

@@ -26,6 +26,11 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def dumps_opt(value: Any) -> str | None:
+    """``dumps`` for a nullable column: None stays NULL."""
+    return None if value is None else dumps(value)
+
+
 def parse_cursor(cursor: str) -> int:
     """A list cursor is the creation number of the last run seen, as decimal text."""
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
@@ -34,6 +39,7 @@ def parse_cursor(cursor: str) -> int:
 
 
 RUN_COLUMNS = "id, workflow, status, input, result, error, created_at, updated_at, wake_at, owner"
+EVENT_COLUMNS = "seq, kind, position, name, attempt, terminal, data, created_at"
 
 
 def list_runs_query(

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import _postgres_ops as ops
-from ._codec import dumps, event_from_row
+from ._codec import EVENT_COLUMNS, dumps, dumps_opt, event_from_row
 from ._postgres_ops import Conn
 from ._store import Event, RunStatus, Transition
 
@@ -53,7 +53,7 @@ _LOCK = "SELECT id, status, owner, last_seq FROM runs WHERE id = ANY(%s) ORDER B
 # of psycopg adapting a Python list per column (measured: that adaptation cost more than the
 # round trips it saved).
 _TERMINALS = (
-    f"SELECT run_id, {ops._EVENT_COLS} FROM events WHERE terminal AND (run_id, position) IN"
+    f"SELECT run_id, {EVENT_COLUMNS} FROM events WHERE terminal AND (run_id, position) IN"
     " (SELECT k->>0, (k->>1)::int FROM json_array_elements(%s::json) k)"
 )
 _INSERT = (
@@ -167,15 +167,15 @@ class _Batch:
                 updates.append(
                     (run_id, st.last_seq, self.now, t is not None,
                      None if t is None else str(t.status),
-                     None if t is None else ops._dumps_opt(t.result),
-                     None if t is None else ops._dumps_opt(t.error),
+                     None if t is None else dumps_opt(t.result),
+                     None if t is None else dumps_opt(t.error),
                      None if t is None else t.wake_at,
                      st.release)
                 )  # fmt: skip
                 st.touched, st.transition, st.release = False, None, False
             await self.conn.execute(_UPDATE, (_rows(updates),))
         if self.notify:
-            await ops._notify(self.conn)
+            await ops.notify_work(self.conn)
             self.notify = False
 
 

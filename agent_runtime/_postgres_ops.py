@@ -16,8 +16,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ._codec import EVENT_COLUMNS as _EVENT_COLS
 from ._codec import RUN_COLUMNS as _RUN_COLS
 from ._codec import dumps as _dumps
+from ._codec import dumps_opt as _dumps_opt
 from ._codec import event_from_row as _event
 from ._codec import list_runs_query, page_from_rows
 from ._codec import loads as _loads
@@ -38,16 +40,12 @@ from ._store import (
 
 Conn = AsyncConnection[tuple[Any, ...]]
 
-_EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
 # Row layout of _lock_run: the run columns, then these.
 _STATUS, _OWNER, _LAST_SEQ, _WAITING_ON = 2, 9, 10, 11
 
 
-def _dumps_opt(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
-
-
-async def _notify(conn: Conn) -> None:
+async def notify_work(conn: Conn) -> None:
+    """Wake the runtimes LISTENing for new work (runs, signals)."""
     # Delivered at commit; identical notifications of one transaction fold into one.
     await conn.execute("SELECT pg_notify(%s, '')", (WORK_CHANNEL,))
 
@@ -146,7 +144,7 @@ async def op_create_run(
         _INSERT_EVENT,
         (run_id, 1, str(submitted.kind), None, None, None, False, _dumps(submitted.data), now),
     )
-    await _notify(conn)
+    await notify_work(conn)
     return _run(row), True
 
 
@@ -269,7 +267,7 @@ async def op_append(
         ),
     )
     if t.status == RunStatus.PENDING:
-        await _notify(conn)
+        await notify_work(conn)
     return stored
 
 
@@ -303,7 +301,7 @@ async def op_send_signal(conn: Conn, run_id: str, name: str, payload: Any) -> Ru
     )
     changed = await cur.fetchone()
     assert changed is not None
-    await _notify(conn)
+    await notify_work(conn)
     return _run(changed)
 
 

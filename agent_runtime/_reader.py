@@ -1,9 +1,14 @@
-"""A read-only view of a runtime database: its runs and their histories, never written.
+"""A read-only view of a runtime database: its runs, their histories and steps, never written.
 
 For tools that look at a database a runtime owns or owned (``agent-runtime replay``; a copy
-pulled from object storage; a copy inside a new image): it takes no lock, runs no
-migration and writes nothing, on SQLite (a file path) or PostgreSQL (a ``postgresql://``
-URL, in read-only transactions).
+pulled from object storage, ``fleet pull`` / ``fleet inspect``; the volume of a stopped
+tenant, ``fleet migrate``; a copy inside a new image): it takes no lock, runs no migration
+and writes nothing, on SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL, in
+read-only transactions). Callers need no SQL of the runtime's schema.
+
+``open_reader`` is for databases a runtime has migrated (it refuses one without schema);
+``open_copy`` reads any SQLite file a runtime wrote or was given, including one the runtime
+never migrated (``schema_version`` 0: no runs), and checks its integrity.
 
 SQLite opens the file with ``mode=ro``. A WAL database in a directory this process cannot
 write (a read-only mount) cannot be opened that way without its ``-shm`` file: then, if
@@ -24,12 +29,11 @@ from urllib.parse import quote
 
 import apsw
 
-from ._codec import RUN_COLUMNS, event_from_row, run_from_row
+from ._codec import EVENT_COLUMNS, RUN_COLUMNS, event_from_row, run_from_row
 from ._errors import InvalidInput, RunNotFound, StorageError
 from ._sqlite_schema import SCHEMA_VERSION
-from ._store import TERMINAL_STATUSES, Event, Run
+from ._store import TERMINAL_STATUSES, Event, EventKind, Run
 
-_EVENT_COLUMNS = "seq, kind, position, name, attempt, terminal, data, created_at"
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 
 
@@ -37,7 +41,21 @@ class DatabaseReader(Protocol):
     def unfinished_runs(self) -> list[Run]: ...
     def run(self, run_id: str) -> Run: ...
     def history(self, run_id: str) -> list[Event]: ...
+    def steps(self, run_id: str) -> list[Event]: ...
+    def recent_runs(self, limit: int | None = None) -> list[Run]: ...
+    def statuses(self) -> dict[str, str]: ...
+    def count_by_status(self) -> dict[str, int]: ...
     def close(self) -> None: ...
+
+
+class DatabaseCopy(DatabaseReader, Protocol):
+    """A SQLite file read by ``open_copy``."""
+
+    schema_version: int  # 0: the runtime never migrated it (no runs)
+
+    def integrity_check(self) -> str: ...
+    def __enter__(self) -> DatabaseCopy: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def open_reader(db: str) -> DatabaseReader:
@@ -47,7 +65,18 @@ def open_reader(db: str) -> DatabaseReader:
         return _PostgresReader(db)
     if "=" in db:
         raise InvalidInput("--db takes a SQLite path or a postgresql:// URL, not a key=value DSN")
-    return _SQLiteReader(db)
+    reader = _SQLiteReader(db)
+    if reader.schema_version == 0:
+        reader.close()
+        raise InvalidInput("the file is not an agent-runtime database (no schema)")
+    return reader
+
+
+def open_copy(path: str | os.PathLike[str]) -> DatabaseCopy:
+    """A reader of the SQLite file at ``path`` (``with open_copy(p) as db: ...``);
+    InvalidInput when it is missing or not a database, StorageError when its schema is
+    newer than this runtime reads."""
+    return _SQLiteReader(os.fspath(path))
 
 
 class _Queries:
@@ -69,8 +98,28 @@ class _Queries:
         return run_from_row(rows[0])
 
     def history(self, run_id: str) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = {self.mark} ORDER BY seq"
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = {self.mark} ORDER BY seq"
         return [event_from_row(r) for r in self._rows(sql, (run_id,))]
+
+    def steps(self, run_id: str) -> list[Event]:
+        """The recorded outcome of each step of the run (completed, or failed for good)."""
+        done = (EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
+        return [e for e in self.history(run_id) if e.kind in done]
+
+    def recent_runs(self, limit: int | None = None) -> list[Run]:
+        """Newest first; every run without ``limit``."""
+        sql = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY num DESC"
+        if limit is None:
+            return [run_from_row(r) for r in self._rows(sql)]
+        return [run_from_row(r) for r in self._rows(f"{sql} LIMIT {self.mark}", (limit,))]
+
+    def statuses(self) -> dict[str, str]:
+        """Every run's status by id."""
+        return {str(i): str(s) for i, s in self._rows("SELECT id, status FROM runs")}
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self._rows("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
+        return {str(s): int(n) for s, n in rows}
 
 
 class _SQLiteReader(_Queries):
@@ -79,6 +128,26 @@ class _SQLiteReader(_Queries):
             raise InvalidInput(f"database {path} does not exist")
         self._tmp: str | None = None
         self._conn = self._open(os.path.abspath(path))
+        self.schema_version = _schema_version(self._conn)
+
+    def __enter__(self) -> _SQLiteReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def integrity_check(self) -> str:
+        """``ok``, or the first problem SQLite's integrity_check finds."""
+        return str(self._rows("PRAGMA integrity_check")[0][0])
+
+    def statuses(self) -> dict[str, str]:
+        return super().statuses() if self.schema_version else {}
+
+    def count_by_status(self) -> dict[str, int]:
+        return super().count_by_status() if self.schema_version else {}
+
+    def recent_runs(self, limit: int | None = None) -> list[Run]:
+        return super().recent_runs(limit) if self.schema_version else []
 
     def _open(self, path: str) -> apsw.Connection:
         try:
@@ -108,21 +177,23 @@ def _connect(path: str, immutable: bool = False) -> apsw.Connection:
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_READONLY)
 
 
+def _schema_version(conn: apsw.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _checked(conn: apsw.Connection) -> apsw.Connection:
     """``conn`` once its schema is one this runtime reads (opening is lazy: this first
-    read is where a file that cannot be read fails)."""
+    read is where a file that cannot be read fails). Version 0 (never migrated) passes:
+    ``open_reader`` refuses it, ``open_copy`` reads it as holding no runs."""
     try:
-        row = conn.execute("PRAGMA user_version").fetchone()
-        version = int(row[0]) if row else 0
+        version = _schema_version(conn)
     except (apsw.CantOpenError, apsw.ReadOnlyError):
         conn.close()
         raise
     except apsw.Error as exc:
         conn.close()
         raise InvalidInput(f"cannot read the database: {exc}") from None
-    if version == 0:
-        conn.close()
-        raise InvalidInput("the file is not an agent-runtime database (no schema)")
     if version > SCHEMA_VERSION:
         conn.close()
         raise StorageError(

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import apsw
 
+from ._codec import EVENT_COLUMNS as _EVENT_COLS
 from ._codec import RUN_COLUMNS as _RUN_COLS
 from ._codec import dumps as _dumps
 from ._codec import event_from_row as _event
@@ -40,8 +41,6 @@ from ._store import (
 MIN_SQLITE = (3, 51, 3)  # WAL-reset corruption bug fixed in 3.51.3
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 BUSY_TIMEOUT_MS = 5000
-
-_EVENT_COLS = "seq, kind, position, name, attempt, terminal, data, created_at"
 
 
 def check_sqlite_version() -> None:

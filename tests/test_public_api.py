@@ -6,6 +6,7 @@ import agent_runtime
 def test_exports_are_pinned() -> None:
     assert sorted(agent_runtime.__all__) == [
         "AgentRuntimeError",
+        "DatabaseCopy",
         "Event",
         "EventKind",
         "InvalidDuration",
@@ -28,6 +29,7 @@ def test_exports_are_pinned() -> None:
         "WorkflowNotFound",
         "__version__",
         "now",
+        "open_copy",
         "random",
         "sleep",
         "step",
