@@ -1,6 +1,6 @@
 """Tenant container benchmarks (issue 3), on the real engine with the embedded object store.
 
-Every container is created with fleet.engine.container_spec.tenant_container_config, exactly as
+Every container is created with fleet.engine.container_spec.container_config, exactly as
 `fleet up` creates it (hardened, cpus 0.5, memory 256m, on the `litefleet` network).
 
 Parts:
@@ -51,20 +51,13 @@ sys.path.insert(0, str(HERE.parent))
 import _containers as cx  # noqa: E402
 import httpx  # noqa: E402
 
-from fleet.engine.container_spec import (  # noqa: E402
-    STOP_TIMEOUT_S,
-    S3Target,
-    published_port,
-    tenant_container_config,
-)
-from fleet.engine.images import image_ref  # noqa: E402
-from fleet.storage.embedded import (  # noqa: E402
-    ObjectStore,
-    ensure_object_store,
-    ensure_tenant_network,
-    network_gateway,
-    s3_client,
-)
+from fleet.core.hosting import TenantSpec  # noqa: E402
+from fleet.core.names import STOP_TIMEOUT_S, image_ref  # noqa: E402
+from fleet.engine.container_spec import container_config, published_port  # noqa: E402
+from fleet.engine.network import ensure_tenant_network, network_gateway  # noqa: E402
+from fleet.storage.embedded import EmbeddedStore as ObjectStore  # noqa: E402
+from fleet.storage.embedded import client as s3_client  # noqa: E402
+from fleet.storage.embedded import ensure_object_store  # noqa: E402
 
 BUCKET = "litefleet-bench"
 LITESTREAM = str(Path(sys.executable).parent / "litestream")
@@ -126,10 +119,7 @@ class Bench:
         self.client.ping()
         self.store: ObjectStore = ensure_object_store(self.client, bucket=BUCKET)
         self.network = ensure_tenant_network(self.client)
-        st = self.store
-        self.s3 = S3Target(
-            st.tenant_endpoint, st.bucket, st.region, st.access_key_id, st.secret_access_key
-        )
+        self.s3 = self.store.for_tenants()
         self.cleaned = False
 
     # -- containers
@@ -142,18 +132,17 @@ class Bench:
         label = {cx.BENCH_LABEL: self.run}
         volume = self.volume(volume or f"litefleet-bench-{tenant}-{uuid.uuid4().hex[:4]}")
         kw.setdefault("cpus", self.args.cpus)
-        cfg = tenant_container_config(
+        spec = TenantSpec(
             tenant=tenant,
             image=self.args.image,
             volume=volume,
             s3=self.s3,
             token=uuid.uuid4().hex,
-            network=self.network,
             name=f"litefleet-bench-{tenant}-{uuid.uuid4().hex[:4]}",
             labels=label,
             **kw,
         )
-        return self.client.containers.create(**cfg), volume
+        return self.client.containers.create(**container_config(spec, self.network)), volume
 
     def start_timed(self, container: Any, t0: float, w0: float) -> dict[str, Any]:
         """Start ``container`` (created at monotonic t0 / epoch w0), wait for /healthz."""
@@ -293,9 +282,7 @@ class Bench:
         try:
             self.store = ObjectStore(f"http://127.0.0.1:{port}", f"http://{gateway}:{port}", BUCKET)
             st = self.store
-            self.s3 = S3Target(
-                st.tenant_endpoint, BUCKET, st.region, st.access_key_id, st.secret_access_key
-            )
+            self.s3 = st.for_tenants()
             s3 = s3_client(st.host_endpoint)
             deadline = time.monotonic() + 60
             while True:
@@ -512,17 +499,17 @@ class Bench:
             'echo "DIAG $(( ${t1/./} - ${t0/./} ))"'
         )
         volume = self.volume(f"litefleet-bench-diag-{uuid.uuid4().hex[:6]}")
-        cfg = tenant_container_config(
+        spec = TenantSpec(
             tenant=self.tenant("diag"),
             image=self.args.image,
             volume=volume,
             s3=self.s3,
             token="diag",
-            network=self.network,
             labels={cx.BENCH_LABEL: self.run},
             cpus=cpus,
             name=f"litefleet-bench-diag-{uuid.uuid4().hex[:6]}",
         )
+        cfg = container_config(spec, self.network)
         # The entrypoint's trimmed environment for litestream (no AWS_* variables).
         cfg["entrypoint"] = ["/bin/bash", "-c", script, "diag"]
         cfg["command"] = cmd
@@ -586,6 +573,8 @@ class Bench:
 
 
 def proc_kind(cmd: str) -> str:
+    if "fleet.supervisor" in cmd:
+        return "supervisor"  # the lease keeper (python3 -I -m fleet.supervisor hold)
     for kind in ("docker-init", "litestream", "agent-runtime"):
         if kind in cmd:
             return kind

@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._machine import describe  # noqa: E402
-from fleet.engine.container_spec import S3Target  # noqa: E402
-from fleet.engine.images import image_ref  # noqa: E402
-from fleet.storage.backups import _LTX_KEY, s3_client  # noqa: E402
+from fleet.core.names import image_ref  # noqa: E402
+from fleet.storage.backups import LTX_KEY  # noqa: E402
 from fleet.storage.embedded import ensure_object_store  # noqa: E402
+from fleet.storage.s3 import client as s3_client  # noqa: E402
+from fleet.supervisor.s3 import S3Settings  # noqa: E402
 from tests.second_engine import running_second_engine  # noqa: E402
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
@@ -117,14 +118,14 @@ def bench_migrate(env: dict[str, str], rounds: int) -> list[float]:
     return downs
 
 
-def bench_lag(env: dict[str, str], s3: S3Target, samples: int) -> list[float]:
+def bench_lag(env: dict[str, str], s3: S3Settings, samples: int) -> list[float]:
     t = f"hb-{uuid.uuid4().hex[:6]}"
     client = s3_client(s3)
     prefix = f"tenants/{t}/0000/"
 
     def newest() -> int:
         got = client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])
-        return max((int(m["max"], 16) for o in got if (m := _LTX_KEY.search(o["Key"]))), default=0)
+        return max((int(m["max"], 16) for o in got if (m := LTX_KEY.search(o["Key"]))), default=0)
 
     lags = []
     try:
@@ -177,8 +178,7 @@ def main() -> None:
     import docker
 
     store = ensure_object_store(docker.from_env(), bucket=BUCKET)
-    s3 = S3Target(store.host_endpoint, BUCKET, store.region, store.access_key_id,
-                  store.secret_access_key)  # fmt: skip
+    s3 = store.for_fleet()
     results: dict[str, Any] = {"machine": describe(Path("/tmp"), ROOT)}
     with running_second_engine() as url:
         env = {

@@ -1,4 +1,5 @@
-"""`make demo`: the fleet story on the embedded object store, driven through the real CLI.
+"""`make demo` (`python -m fleet.demo`): the fleet story on the embedded object store, driven
+through the real CLI.
 
 Launch 3 tenants, run the research agent in each, kill one container mid-run, bring it
 back and show the run resumed, pull one tenant's database and show its timeline, tear the
@@ -15,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from fleet.core.names import LABEL_TENANT
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 TENANTS = ["demo-1", "demo-2", "demo-3"]
@@ -55,19 +58,12 @@ def wait_status(tenant: str, run_id: str, *statuses: str, timeout: float = 60) -
 
 def step_record(db: str, run_id: str, before: float) -> tuple[int, int, int]:
     """(step results, distinct steps, results recorded before ``before``) in a db copy."""
-    import apsw
+    from agent_runtime import open_copy
 
-    conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT position), sum(created_at < ?) FROM events"
-            " WHERE run_id = ? AND kind = 'step_completed'",
-            (before, run_id),
-        ).fetchone()
-    finally:
-        conn.close()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2] or 0)
+    with open_copy(db) as reader:
+        done = [e for e in reader.steps(run_id) if e.kind == "step_completed"]
+    early = sum(1 for e in done if e.created_at < before)
+    return len(done), len({e.position for e in done}), early
 
 
 def kill_container(tenant: str) -> None:
@@ -75,18 +71,12 @@ def kill_container(tenant: str) -> None:
     import docker
 
     client = docker.from_env()
-    (container,) = client.containers.list(filters={"label": f"litefleet.tenant={tenant}"})
+    (container,) = client.containers.list(filters={"label": f"{LABEL_TENANT}={tenant}"})
     container.kill()
     container.wait(timeout=30)
 
 
-def main() -> int:
-    print("litefleet demo: 3 tenants on the embedded S3 store (in memory: for demos and tests)")
-    fleet("s3", "up")
-    for t in TENANTS:
-        fleet("up", t, "--label", LABEL, "--label", f"team={t[-1]}")
-    fleet("ls", "--label", LABEL)
-
+def research_in_each() -> None:
     print("\n== The research agent in each tenant: plan, call tools, wait for approval ==")
     for t in TENANTS:
         fleet(
@@ -108,8 +98,10 @@ def main() -> int:
         done = wait_status(t, "research-1", "completed")
         print(f"  {t}: research-1 {done['status']}: {done['result']['report'][:60]}...")
 
+
+def kill_and_resume(victim: str) -> float:
+    """Returns when the container was killed."""
     print("\n== Kill a container mid-run, bring it back, the run resumes ==")
-    victim = TENANTS[2]
     fleet("run", victim, "steps", "--input", '{"n": 40, "sleep": 0.1}', "--id", "long-1")
     time.sleep(2.0)
     before = run_json(victim, "long-1")
@@ -123,7 +115,10 @@ def main() -> int:
         f"  long-1 was {before['status']} when killed; after `fleet up` it is "
         f"{done['status']} with result {done['result']}"
     )
+    return killed_at
 
+
+def pull_and_read(victim: str, killed_at: float) -> None:
     print("\n== Pull a tenant's database from object storage and read what its agent did ==")
     with tempfile.TemporaryDirectory(prefix="litefleet-demo-") as tmp:
         copy = str(Path(tmp) / f"{victim}.db")
@@ -139,6 +134,16 @@ def main() -> int:
         if steps != 40 or unique != 40:
             raise SystemExit("demo: long-1 does not hold exactly one result per step")
 
+
+def main() -> int:
+    print("litefleet demo: 3 tenants on the embedded S3 store (in memory: for demos and tests)")
+    fleet("s3", "up")
+    for t in TENANTS:
+        fleet("up", t, "--label", LABEL, "--label", f"team={t[-1]}")
+    fleet("ls", "--label", LABEL)
+    research_in_each()
+    victim = TENANTS[2]
+    pull_and_read(victim, kill_and_resume(victim))
     print("\n== Tear the fleet down (volumes and backups too) ==")
     fleet("teardown", "--label", LABEL, "--purge", "--yes")
     fleet("ls", "--label", LABEL)

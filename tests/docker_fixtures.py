@@ -2,7 +2,7 @@
 
 Loaded from tests/conftest.py (``pytest_plugins = ["tests.docker_fixtures"]``). Fixtures skip
 with a reason when no engine answers or the images are missing (``make engine images``).
-Tenant containers are created with ``tenant_container_config``, exactly as the fleet does.
+Tenant containers are created with ``container_config``, exactly as the fleet does.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.engine.container_spec import S3Target, published_port, tenant_container_config
-from fleet.engine.images import image_ref
-from fleet.storage.embedded import (
-    ObjectStore,
-    ensure_object_store,
-    ensure_tenant_network,
-    s3_client,
-)
+from fleet.core.hosting import TenantSpec
+from fleet.core.names import image_ref
+from fleet.engine.container_spec import container_config, published_port
+from fleet.engine.network import ensure_tenant_network
+from fleet.storage.embedded import EmbeddedStore as ObjectStore
+from fleet.storage.embedded import client as s3_client
+from fleet.storage.embedded import ensure_object_store
+from fleet.supervisor.s3 import S3Settings
 
 TEST_BUCKET = "litefleet-test"
 LITESTREAM = str(Path(sys.executable).parent / "litestream")
@@ -92,20 +92,14 @@ def object_store(docker_client: Any) -> ObjectStore:
 
 
 @pytest.fixture(scope="session")
-def tenant_s3(object_store: ObjectStore) -> S3Target:
-    """The S3 target tenant containers are given."""
-    return S3Target(
-        endpoint=object_store.tenant_endpoint,
-        bucket=object_store.bucket,
-        region=object_store.region,
-        access_key_id=object_store.access_key_id,
-        secret_access_key=object_store.secret_access_key,
-    )
+def tenant_s3(object_store: ObjectStore) -> S3Settings:
+    """The S3 settings tenant containers are given."""
+    return object_store.for_tenants()
 
 
 @pytest.fixture
 def start_tenant(
-    docker_client: Any, tenant_image: str, tenant_s3: S3Target
+    docker_client: Any, tenant_image: str, tenant_s3: S3Settings
 ) -> Iterator[Callable[..., Tenant]]:
     """``start_tenant(name=None, volume=None, **config_overrides) -> Tenant`` (healthy).
 
@@ -122,17 +116,17 @@ def start_tenant(
         volume = volume or f"litefleet-test-{name}-{uuid.uuid4().hex[:6]}"
         token = uuid.uuid4().hex
         volumes.add(volume)
-        cfg = tenant_container_config(
+        spec = TenantSpec(
             tenant=name,
             image=tenant_image,
             volume=volume,
             s3=tenant_s3,
             token=token,
-            network=network,
             name=f"litefleet-test-{name}-{uuid.uuid4().hex[:6]}",
             labels={"litefleet.test": "true"},
             **kw,
         )
+        cfg = container_config(spec, network)
         container = docker_client.containers.create(**cfg)
         containers.append(container)
         container.start()

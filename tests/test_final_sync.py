@@ -10,17 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.engine.container_spec import S3Target, published_port, tenant_container_config
-from fleet.engine.images import image_ref
-from fleet.storage.embedded import (
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    ensure_tenant_network,
-    network_gateway,
-    s3_client,
-)
-from fleet.storage.final_sync import FinalSyncFailed, stop_with_final_sync
+from fleet.core.hosting import TenantSpec
+from fleet.core.names import image_ref
+from fleet.engine.container_spec import container_config, published_port
+from fleet.engine.docker_hosting import DockerHosting, tenant_of
+from fleet.engine.hosts import Host
+from fleet.engine.network import ensure_tenant_network, network_gateway
+from fleet.storage import embedded
+from fleet.storage.final_sync import FinalSyncFailed, check_final_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -54,20 +51,20 @@ def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str)
         host_port = next(b["HostPort"] for b in bindings if b["HostIp"] == "127.0.0.1")
         gw_port = next(b["HostPort"] for b in bindings if b["HostIp"] == gateway)
         _wait(f"http://127.0.0.1:{host_port}/", lambda r: r.status_code < 500)
-        s3_client(f"http://127.0.0.1:{host_port}").create_bucket(Bucket="sync-test")
+        embedded.client(f"http://127.0.0.1:{host_port}").create_bucket(Bucket="sync-test")
         token = uuid.uuid4().hex
-        cfg = tenant_container_config(
+        store_at = embedded.EmbeddedStore(
+            f"http://127.0.0.1:{host_port}", f"http://{gateway}:{gw_port}", "sync-test"
+        )
+        spec = TenantSpec(
             tenant=f"sync-{suffix}",
             image=tenant_image,
             volume=volume,
-            s3=S3Target(
-                f"http://{gateway}:{gw_port}", "sync-test", REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY
-            ),
+            s3=store_at.for_tenants(),
             token=token,
-            network=network,
             name=f"litefleet-test-sync-{suffix}",
         )
-        container = docker_client.containers.create(**cfg)
+        container = docker_client.containers.create(**container_config(spec, network))
         container.start()
         container.reload()
         url = f"http://127.0.0.1:{published_port(container.attrs)}"
@@ -89,8 +86,10 @@ def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str)
             trust_env=False,
         )
         assert r.status_code == 201  # ...while the tenant keeps committing locally
+        hosting = DockerHosting([Host("local", None, docker_client)], tenant_image)
+        stopped = hosting.stop(tenant_of("local", container), timeout=60)
         with pytest.raises(FinalSyncFailed, match="final sync to object storage failed"):
-            stop_with_final_sync(container, f"sync-{suffix}", timeout=60)
+            check_final_sync(f"sync-{suffix}", stopped, timeout=60)
     finally:
         for c in (container, store):
             if c is not None:

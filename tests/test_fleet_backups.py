@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from fleet.core.errors import BackupNotFound, InvalidArgument, ObjectStoreError
-from fleet.engine.container_spec import S3Target
-from fleet.storage.backups import backup_state, litestream_binary, pull, purge, s3_client
+from fleet.ops.pull import pull
+from fleet.storage.backups import backup_state, purge
+from fleet.storage.litestream import litestream_binary
+from fleet.storage.s3 import client as s3_client
+from fleet.supervisor.s3 import S3Settings
 
 from .fleet_support import cli, free_port
 
@@ -29,7 +32,7 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3Target]:
+def s3() -> Iterator[S3Settings]:
     port = free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
@@ -37,7 +40,7 @@ def s3() -> Iterator[S3Target]:
         stderr=subprocess.DEVNULL,
         env=_clean_env(),
     )
-    target = S3Target(
+    target = S3Settings(
         endpoint=f"http://127.0.0.1:{port}",
         bucket=BUCKET,
         region="us-east-1",
@@ -73,7 +76,7 @@ async def _make_runs(db: Path, n: int) -> list[str]:
     return ids
 
 
-def _replicate(s3: S3Target, tenant: str, db: Path) -> None:
+def _replicate(s3: S3Settings, tenant: str, db: Path) -> None:
     """Run the real Litestream until the bucket holds the database, then stop it."""
     cfg = db.with_suffix(".yml")
     cfg.write_text(
@@ -105,7 +108,7 @@ def _replicate(s3: S3Target, tenant: str, db: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def backed_up(s3: S3Target, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+def backed_up(s3: S3Settings, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
     tenant = "backup-a"
     db = tmp_path_factory.mktemp("src") / "tenant.db"
     ids = asyncio.run(_make_runs(db, 4))
@@ -113,7 +116,7 @@ def backed_up(s3: S3Target, tmp_path_factory: pytest.TempPathFactory) -> tuple[s
     return tenant, ids
 
 
-def test_backup_state_reads_ltx_names(s3: S3Target, backed_up: tuple[str, list[str]]) -> None:
+def test_backup_state_reads_ltx_names(s3: S3Settings, backed_up: tuple[str, list[str]]) -> None:
     tenant, _ = backed_up
     state = backup_state(s3, tenant)
     assert state.objects > 0 and state.bytes > 0 and state.txid > 0
@@ -122,7 +125,7 @@ def test_backup_state_reads_ltx_names(s3: S3Target, backed_up: tuple[str, list[s
 
 
 def test_pull_gives_a_consistent_copy(
-    s3: S3Target, backed_up: tuple[str, list[str]], tmp_path: Path
+    s3: S3Settings, backed_up: tuple[str, list[str]], tmp_path: Path
 ) -> None:
     tenant, ids = backed_up
     out = tmp_path / "copy.db"
@@ -139,7 +142,7 @@ def test_pull_gives_a_consistent_copy(
     assert pull(s3, tenant, out, force=True).runs == len(ids)
 
 
-def test_pull_errors(s3: S3Target, backed_up: tuple[str, list[str]], tmp_path: Path) -> None:
+def test_pull_errors(s3: S3Settings, backed_up: tuple[str, list[str]], tmp_path: Path) -> None:
     tenant, _ = backed_up
     with pytest.raises(BackupNotFound):
         pull(s3, "no-backup-here", tmp_path / "x.db")
@@ -151,7 +154,7 @@ def test_pull_errors(s3: S3Target, backed_up: tuple[str, list[str]], tmp_path: P
 
 
 def test_cli_pull_and_inspect(
-    s3: S3Target,
+    s3: S3Settings,
     backed_up: tuple[str, list[str]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -197,7 +200,7 @@ def test_cli_pull_and_inspect(
     assert r.code != 0 and "Traceback" not in r.err
 
 
-def test_purge(s3: S3Target, tmp_path: Path) -> None:
+def test_purge(s3: S3Settings, tmp_path: Path) -> None:
     tenant = "backup-purge"
     db = tmp_path / "tenant.db"
     asyncio.run(_make_runs(db, 1))

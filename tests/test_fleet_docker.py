@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fleet.storage.embedded import ObjectStore
+from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from tests import docker_fixtures as _fixtures
 from tests.docker_fixtures import TEST_BUCKET
 

@@ -17,9 +17,10 @@ import psycopg
 import pytest
 
 from fleet.core.errors import InvalidArgument
-from fleet.engine.container_spec import tenant_container_config
+from fleet.core.hosting import TenantSpec
+from fleet.engine.container_spec import container_config
+from fleet.engine.network import ensure_tenant_network, network_gateway
 from fleet.ops.postgres import check_url, for_tenant, redact
-from fleet.storage.embedded import ensure_tenant_network, network_gateway
 from tests import docker_fixtures as _fixtures
 from tests.fleet_support import Result, fleet, free_port, one_line_error
 from tests.pg_fixtures import SCRIPT, pg_dsn, pg_server  # noqa: F401  (fixtures)
@@ -72,11 +73,11 @@ def test_redact_drops_every_password() -> None:
 
 
 def test_container_gets_the_password_apart_and_the_app_cannot_override_it() -> None:
-    cfg = tenant_container_config(
+    cfg = container_config(TenantSpec(
         tenant="t1", image="img", volume="v", s3=None, token="tok",
         db_url="postgresql://u@172.30.0.1:5432/d", db_password="pw",
         env={"PGPASSWORD": "mine", "OTHER": "1"},
-    )  # fmt: skip
+    ))  # fmt: skip
     env = cfg["environment"]
     assert (env["AGENT_RUNTIME_DB"], env["PGPASSWORD"], env["OTHER"]) == (
         "postgresql://u@172.30.0.1:5432/d", "pw", "1",

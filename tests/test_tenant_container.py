@@ -10,8 +10,8 @@ from typing import Any
 import apsw
 import pytest
 
-from fleet.engine.container_spec import DB_PATH, TENANT_UID
-from fleet.storage.embedded import ObjectStore
+from fleet.core.names import DB_PATH, TENANT_UID
+from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from tests.docker_fixtures import (
     Tenant,
     litestream_restore,

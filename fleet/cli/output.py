@@ -1,4 +1,8 @@
-"""Everything the CLI prints: Rich tables on stdout, JSON for --json, notes on stderr."""
+"""Everything the CLI prints: Rich tables on stdout, JSON for --json, notes on stderr.
+
+Imported by the commands that print, never at the CLI's import (Rich costs `fleet --help`).
+A web console would render the same ops/ results its own way beside this module.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from rich.table import Table
 from fleet.core.durations import format_duration
 from fleet.core.errors import FleetError
 from fleet.ops.inspect import Report
+from fleet.ops.removal import Removal, RmResult
 from fleet.ops.status import TenantStatus
-from fleet.ops.tenants import Removal, RmResult, UpResult
+from fleet.ops.tenants import UpResult
 
 
 def _console(stderr: bool = False) -> Console:
@@ -44,7 +49,7 @@ def up(result: UpResult) -> None:
     verb = {"created": "created", "started": "started", "running": "already running"}[result.action]
     if result.note:
         err.print(f"note: {result.note}", markup=False, highlight=False)
-    out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host.name}: API at {t.url}")
+    out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host}: API at {t.url}")
     if result.action != "running":
         out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
 
@@ -61,7 +66,7 @@ def tenants(rows: list[TenantStatus]) -> None:
         t = s.tenant
         table.add_row(
             t.name,
-            t.host.name,
+            t.host,
             t.state,
             t.health,
             format_duration(now - t.created_at),

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from fleet.engine.placement import HostInfo
+from fleet.core.hosting import HostInfo
 from fleet.ops.migrate import MigrateResult
 from fleet.ops.restore import RestoreResult
 
@@ -41,7 +41,7 @@ def restored(r: RestoreResult) -> None:
     newest = r.newest_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.newest_at else "?"
     point = f" as of {r.at}" if r.at else ""
     out.print(
-        f"tenant [bold]{t.name}[/] restored{point} on {t.host.name} from object storage: "
+        f"tenant [bold]{t.name}[/] restored{point} on {t.host} from object storage: "
         f"txid {r.txid:#x}, newest data from {newest}"
         + (f" ({age:.1f}s old)" if age is not None else "")
     )
@@ -60,7 +60,7 @@ def restored(r: RestoreResult) -> None:
 def migrated(r: MigrateResult) -> None:
     t = r.tenant
     out.print(
-        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host.name}: final sync "
+        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host}: final sync "
         f"replicated txid {r.replicated_txid:#x} = local txid {r.local_txid:#x}, "
         f"{r.runs} runs identical"
     )

@@ -1,40 +1,166 @@
-"""Tenant names and how they map to engine objects (containers, volumes, labels)."""
+"""Every name, label, path, default and the version the fleet uses: one home per fact.
+
+What the tenant container reads itself (paths inside it, its environment variables, object
+keys, the tenant-name rule) is defined in fleet/supervisor/layout.py, which runs inside the
+container without the fleet's dependencies, and re-exported here: fleet code looks here.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 
-# The labels the container spec sets itself come from there (one source of truth).
-from fleet.engine.container_spec import LABEL_PREFIX as PREFIX
-from fleet.engine.container_spec import LABEL_ROLE as LABEL_ROLE
-from fleet.engine.container_spec import LABEL_TENANT as LABEL_TENANT
-from fleet.engine.container_spec import ROLE_TENANT as ROLE_TENANT
+from fleet.supervisor.layout import (
+    APP_ENV_FILE,
+    ARCHIVE_PREFIX,
+    BACKUP_PREFIX,
+    DATA_DIR,
+    DB_PATH,
+    DEFAULT_APP,
+    DEFAULT_REGION,
+    ENV_APP,
+    ENV_DB,
+    ENV_HOST,
+    ENV_PGPASSWORD,
+    ENV_S3_ACCESS_KEY_ID,
+    ENV_S3_BUCKET,
+    ENV_S3_ENDPOINT,
+    ENV_S3_REGION,
+    ENV_S3_SECRET_ACCESS_KEY,
+    ENV_TENANT,
+    ENV_TOKEN,
+    LEASE_PREFIX,
+    LITESTREAM_CONFIG,
+    POSTGRES_SCHEMES,
+    RUNTIME_PORT,
+    TENANT_RULE,
+    TENANT_UID,
+    backup_prefix,
+    lease_key,
+    valid_tenant,
+)
 
 from .errors import InvalidArgument
 
-# A DNS label: it ends up in container names, hostnames and S3 prefixes.
-_TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+__all__ = [
+    "APP_ENV_FILE",
+    "ARCHIVE_PREFIX",
+    "BACKUP_PREFIX",
+    "DATA_DIR",
+    "DB_PATH",
+    "DEFAULT_APP",
+    "DEFAULT_REGION",
+    "ENV_APP",
+    "ENV_DB",
+    "ENV_HOST",
+    "ENV_PGPASSWORD",
+    "ENV_S3_ACCESS_KEY_ID",
+    "ENV_S3_BUCKET",
+    "ENV_S3_ENDPOINT",
+    "ENV_S3_REGION",
+    "ENV_S3_SECRET_ACCESS_KEY",
+    "ENV_TENANT",
+    "ENV_TOKEN",
+    "LEASE_PREFIX",
+    "LITESTREAM_CONFIG",
+    "POSTGRES_SCHEMES",
+    "RUNTIME_PORT",
+    "TENANT_RULE",
+    "TENANT_UID",
+    "backup_prefix",
+    "lease_key",
+    "valid_tenant",
+]
 
-LABEL_TTL = PREFIX + "ttl"  # as given by the user, e.g. "2h"
-LABEL_EXPIRES = PREFIX + "expires-at"  # epoch seconds
-LABEL_APP = PREFIX + "app"
-LABEL_BACKEND = PREFIX + "backend"  # "sqlite" (Litestream) or "postgres"
-USER_LABEL_PREFIX = PREFIX + "label."  # user labels live in their own namespace
+PACKAGE = "litefleet"
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml is its only source)."""
+    from importlib import metadata  # not at import: it costs `fleet --help` ~10 ms
+
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:  # a checkout on sys.path without install
+        return "0+unknown"
+
+
+def image_ref(name: str) -> str:
+    """``litefleet/<name>:<tag>`` for name in tenant, s3: the tag is the version, or
+    LITEFLEET_IMAGE_TAG (what images/build.sh tagged; parallel checkouts on one engine)."""
+    return f"litefleet/{name}:{os.environ.get('LITEFLEET_IMAGE_TAG') or version()}"
+
+
+# -- engine labels (containers, volumes, networks)
+LABEL_PREFIX = "litefleet."
+LABEL_TENANT = LABEL_PREFIX + "tenant"
+LABEL_ROLE = LABEL_PREFIX + "role"
+LABEL_MANAGED = LABEL_PREFIX + "managed"
+LABEL_ONEOFF = LABEL_PREFIX + "oneoff"  # restore/inspect helpers: never listed as tenants
+LABEL_TTL = LABEL_PREFIX + "ttl"  # as given by the user, e.g. "2h"
+LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
+LABEL_APP = LABEL_PREFIX + "app"
+LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
+USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
+ROLE_TENANT = "tenant"
+ROLE_OBJECT_STORE = "object-store"
+BACKEND_SQLITE = "sqlite"
+BACKEND_POSTGRES = "postgres"
+
+# -- engine objects
+NETWORK = "litefleet"  # the tenants' bridge network on each engine (no inter-container traffic)
+STORE_CONTAINER = "litefleet-s3"  # the embedded object store
+STORE_PORT = 9000  # inside the store's container; the host port is a setting
+LOCAL_HOST = "local"  # the one host when FLEET_HOSTS is empty
+
+# -- what a tenant container gets unless told otherwise
+DEFAULT_MEMORY = "256m"
+DEFAULT_CPUS = 0.5
+DEFAULT_PIDS = 256
+DEFAULT_TMP_SIZE = "64m"
+# Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
+# create() cannot set the container's own StopTimeout; docker's default is 10 s.)
+STOP_TIMEOUT_S = 30
+
+# -- the embedded store: moto accepts any credentials; these only have to be consistent
+EMBEDDED_ACCESS_KEY_ID = "litefleet"
+EMBEDDED_SECRET_ACCESS_KEY = "litefleet-embedded"
+DEFAULT_BUCKET = "litefleet"
+
+# Variables the supervisor and Litestream read; a user's --env cannot set them.
+RESERVED_ENV = frozenset(
+    {
+        ENV_TENANT,
+        ENV_S3_ENDPOINT,
+        ENV_S3_BUCKET,
+        ENV_S3_REGION,
+        ENV_S3_ACCESS_KEY_ID,
+        ENV_S3_SECRET_ACCESS_KEY,
+        ENV_TOKEN,
+        ENV_APP,
+        ENV_DB,
+        ENV_PGPASSWORD,
+        ENV_HOST,  # names the lease holder: a user --env must not fake it
+    }
+)
+
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_tenant(name: str) -> str:
     """Return ``name`` if it is a valid tenant name, else raise InvalidArgument."""
-    if not _TENANT_RE.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid tenant name {name!r}",
-            "use 1-63 characters a-z, 0-9 and '-', not starting or ending with '-'",
-        )
+    if not valid_tenant(name):
+        raise InvalidArgument(f"invalid tenant name {name!r}", f"use {TENANT_RULE}")
     return name
 
 
 def container_name(tenant: str) -> str:
     return f"litefleet-{tenant}"
+
+
+def oneoff_name(tenant: str, stamp: int) -> str:
+    return f"litefleet-{tenant}-oneoff-{stamp}"
 
 
 def volume_name(tenant: str) -> str:
@@ -43,12 +169,7 @@ def volume_name(tenant: str) -> str:
 
 def archive_prefix(tenant: str) -> str:
     """Where point-in-time restores keep the history they rewound (fleet restore --at)."""
-    return f"archive/{check_tenant(tenant)}/"
-
-
-def backup_prefix(tenant: str) -> str:
-    """Where Litestream keeps the tenant's replica inside the bucket."""
-    return f"tenants/{tenant}/"
+    return f"{ARCHIVE_PREFIX}{check_tenant(tenant)}/"
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -67,7 +188,7 @@ def parse_env(items: list[str] | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        if not sep or not _ENV_NAME_RE.fullmatch(key):
             raise InvalidArgument(f"invalid environment variable {key!r}", "use --env NAME=value")
         env[key] = value
     return env

@@ -14,9 +14,8 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fleet.engine.images import image_ref
-
 from .errors import ConfigError
+from .names import DEFAULT_BUCKET, DEFAULT_REGION, image_ref
 
 DEFAULT_CONFIG = Path("~/.config/litefleet/fleet.toml")
 
@@ -30,8 +29,8 @@ class FleetSettings(BaseSettings):
     s3_tenant_endpoint: str | None = Field(
         None, description="S3 endpoint as tenant containers reach it (default: s3_endpoint)"
     )
-    s3_bucket: str = "litefleet"
-    s3_region: str = "us-east-1"
+    s3_bucket: str = DEFAULT_BUCKET
+    s3_region: str = DEFAULT_REGION
     s3_access_key_id: str = "litefleet"
     s3_secret_access_key: SecretStr = SecretStr("litefleet")
     s3_port: int = Field(9000, description="host port of the embedded store (127.0.0.1)")

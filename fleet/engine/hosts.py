@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.core.errors import ConfigError, EngineUnavailable, InvalidArgument
+from fleet.core.log import log
+from fleet.core.names import LOCAL_HOST as LOCAL
 
-LOCAL = "local"
 # Seconds a host's engine gets to answer before it counts as unreachable (a dead tcp:// host
 # must not hang every command for the SDK's default 60 s).
 PING_TIMEOUT_S = 5
@@ -84,3 +85,17 @@ def pick(hosts: list[Host], name: str | None) -> Host:
         if h.name == name:
             return h
     raise InvalidArgument(f"unknown host {name!r}", "known: " + ", ".join(h.name for h in hosts))
+
+
+def reachable(hosts: list[Host]) -> list[Host]:
+    """The hosts to look at: all of them with one host (its failure is the error), else the
+    ones that answer, so one lost host does not stop the fleet (`fleet hosts` shows it)."""
+    if len(hosts) == 1:
+        return hosts
+    alive = [h for h in hosts if h.reachable()]
+    for h in hosts:
+        if h not in alive:
+            log.warning("host does not answer; skipping it", host=h.name)
+    if not alive:
+        raise EngineUnavailable("no host of FLEET_HOSTS answers")
+    return alive

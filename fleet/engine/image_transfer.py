@@ -9,43 +9,13 @@ With FLEET_REGISTRY set, the target pulls ``<registry>/<image>`` and tags it as 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
 
-from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, ImageMissing
+from fleet.core.hosting import Transfer, TransferProgress
 from fleet.core.log import log
 
 from .hosts import Host
-
-
-class TransferProgress(Protocol):
-    """How a transfer reports to its caller (the CLI: a Rich progress bar on stderr)."""
-
-    def start(self, image: str, source: str, target: str, total: int | None) -> None: ...
-
-    def advance(self, nbytes: int) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Transfer:
-    image: str
-    target: str
-    source: str | None  # host it came from; None: it was there already / pulled
-    bytes: int
-    how: str  # present | copied | pulled
-
-
-def has_image(client: Any, image: str) -> bool:
-    import docker.errors
-
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+from .images import has_image
 
 
 def registry_ref(registry: str, image: str) -> str:
@@ -54,21 +24,31 @@ def registry_ref(registry: str, image: str) -> str:
 
 
 def ensure_image_on(
-    fleet: Fleet, target: Host, image: str, progress: TransferProgress | None = None
+    hosts: list[Host],
+    target: Host,
+    image: str,
+    registry: str | None = None,
+    progress: TransferProgress | None = None,
 ) -> Transfer:
-    """Make sure ``target``'s engine has ``image``: pull from FLEET_REGISTRY, or copy it from
-    another host of the fleet that has it."""
+    """Make sure ``target``'s engine has ``image``: pull from ``registry`` (FLEET_REGISTRY),
+    or copy it from another of ``hosts`` that has it."""
     if has_image(target.client, image):
         return Transfer(image, target.name, None, 0, "present")
-    registry = fleet.settings.registry
     if registry:
-        ref = registry_ref(registry, image)
-        log.info("pulling image", image=ref, host=target.name)
-        repo, _, tag = ref.rpartition(":")
-        pulled = target.client.images.pull(repo, tag=tag)
-        pulled.tag(*image.rsplit(":", 1))
-        return Transfer(image, target.name, None, 0, "pulled")
-    source = _source(fleet, target, image)
+        return _pull(target, image, registry)
+    return _copy(_source(hosts, target, image), target, image, progress)
+
+
+def _pull(target: Host, image: str, registry: str) -> Transfer:
+    ref = registry_ref(registry, image)
+    log.info("pulling image", image=ref, host=target.name)
+    repo, _, tag = ref.rpartition(":")
+    pulled = target.client.images.pull(repo, tag=tag)
+    pulled.tag(*image.rsplit(":", 1))
+    return Transfer(image, target.name, None, 0, "pulled")
+
+
+def _copy(source: Host, target: Host, image: str, progress: TransferProgress | None) -> Transfer:
     total = int(source.client.images.get(image).attrs.get("Size") or 0) or None
     if progress:
         progress.start(image, source.name, target.name, total)
@@ -93,8 +73,8 @@ def ensure_image_on(
     return Transfer(image, target.name, source.name, sent, "copied")
 
 
-def _source(fleet: Fleet, target: Host, image: str) -> Host:
-    for host in fleet.hosts:
+def _source(hosts: list[Host], target: Host, image: str) -> Host:
+    for host in hosts:
         if host is not target and host.reachable() and has_image(host.client, image):
             return host
     raise ImageMissing(

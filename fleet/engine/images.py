@@ -1,8 +1,8 @@
 """The litefleet images: building them (images/build.sh) and checking an engine has them.
 
-Images are built on this machine's default engine. Copying them to another engine
-(``docker save | docker -H ... load``) is a later task; until then ensure_image() on such an
-engine tells the user what is missing.
+Images are built on this machine's default engine; image_transfer.py copies them to the
+other engines. Building tenant images with user code in them (templates) belongs in a module
+beside this one.
 """
 
 from __future__ import annotations
@@ -10,26 +10,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from fleet.core.errors import FleetError, ImageMissing
 
 _SIZE_RE = re.compile(r"^images: (\S+)\s+(\d+) MB$")
-
-
-def version() -> str:
-    try:
-        return metadata.version("litefleet")
-    except metadata.PackageNotFoundError:  # running from a checkout without install
-        return "0.1.0"
-
-
-def image_ref(name: str) -> str:
-    """``litefleet/<name>:<tag>`` for name in tenant, s3: the tag is the version, or
-    LITEFLEET_IMAGE_TAG (what images/build.sh tagged; parallel checkouts on one engine)."""
-    return f"litefleet/{name}:{os.environ.get('LITEFLEET_IMAGE_TAG') or version()}"
 
 
 def build_images(repo_root: Path | str) -> list[tuple[str, int]]:
@@ -54,13 +40,19 @@ def build_images(repo_root: Path | str) -> list[tuple[str, int]]:
     return sizes
 
 
-def ensure_image(client: Any, image: str) -> None:
-    """Raise ImageMissing (one line, with the fix) unless the engine has ``image``."""
+def has_image(client: Any, image: str) -> bool:
     import docker.errors
 
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_image(client: Any, image: str) -> None:
+    """Raise ImageMissing (one line, with the fix) unless the engine has ``image``."""
+    if not has_image(client, image):
         raise ImageMissing(
             f"image {image} is not on this engine", "run `make images` (or `fleet image build`)"
-        ) from None
+        )

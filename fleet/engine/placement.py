@@ -8,47 +8,12 @@ container has a hard limit, and two engines on one machine would otherwise see t
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from fleet.core.context import Fleet
 from fleet.core.errors import EngineUnavailable
+from fleet.core.hosting import HostInfo
+from fleet.core.names import LABEL_ROLE, ROLE_TENANT
 
-from .container_spec import LABEL_ROLE, ROLE_TENANT
 from .hosts import Host, pick
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    name: str
-    url: str
-    reachable: bool
-    tenants: int | None = None  # tenant containers (any state)
-    running: int | None = None
-    mem_total: int | None = None  # bytes
-    mem_reserved: int | None = None  # memory limits of running containers
-    images: bool | None = None  # has the fleet's tenant image
-    version: str | None = None
-    error: str | None = None
-
-    @property
-    def mem_free(self) -> int | None:
-        if self.mem_total is None or self.mem_reserved is None:
-            return None
-        return max(0, self.mem_total - self.mem_reserved)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "host": self.name,
-            "url": self.url,
-            "reachable": self.reachable,
-            "tenants": self.tenants,
-            "running": self.running,
-            "mem_free": self.mem_free,
-            "mem_total": self.mem_total,
-            "tenant_image": self.images,
-            "engine": self.version,
-            "error": self.error,
-        }
 
 
 def host_info(host: Host, image: str) -> HostInfo:
@@ -83,19 +48,19 @@ def host_info(host: Host, image: str) -> HostInfo:
     )
 
 
-def hosts(fleet: Fleet) -> list[HostInfo]:
-    """Every configured host, probed in parallel (an unreachable one is reported, not raised)."""
-    with ThreadPoolExecutor(max_workers=min(8, len(fleet.hosts))) as pool:
-        return list(pool.map(lambda h: host_info(h, fleet.settings.image), fleet.hosts))
+def host_infos(hosts: list[Host], image: str) -> list[HostInfo]:
+    """Every host, probed in parallel (an unreachable one is reported, not raised)."""
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        return list(pool.map(lambda h: host_info(h, image), hosts))
 
 
-def place(fleet: Fleet, name: str | None = None) -> Host:
+def place(hosts: list[Host], image: str, name: str | None = None) -> Host:
     """The named host, else the reachable host with the most free memory."""
-    if name is not None or len(fleet.hosts) == 1:
-        return pick(fleet.hosts, name)
-    infos = [i for i in hosts(fleet) if i.reachable and i.mem_free is not None]
+    if name is not None or len(hosts) == 1:
+        return pick(hosts, name)
+    infos = [i for i in host_infos(hosts, image) if i.reachable and i.mem_free is not None]
     if not infos:
         raise EngineUnavailable("no host of FLEET_HOSTS answers")
     # max() keeps the first of equals: FLEET_HOSTS order breaks ties.
     best = max(infos, key=lambda i: i.mem_free or 0)
-    return pick(fleet.hosts, best.name)
+    return pick(hosts, best.name)

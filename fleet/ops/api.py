@@ -1,4 +1,7 @@
-"""HTTP client of one tenant's runtime API (127.0.0.1 only, bearer token)."""
+"""HTTP client of one tenant's runtime API (127.0.0.1 only, bearer token).
+
+A long-running gateway in front of the tenants' APIs would build on this client.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,22 @@ from urllib.parse import quote
 
 import httpx
 
-from fleet.core.errors import FleetTimeout, RuntimeApiError
+from fleet.core.errors import FleetTimeout, RuntimeApiError, TenantNotRunning
+from fleet.core.hosting import Tenant
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+def api(t: Tenant, timeout: float = 15.0) -> RuntimeClient:
+    """A client of the tenant's runtime API; TenantNotRunning unless it serves."""
+    if not t.running or not t.url or not t.token:
+        raise TenantNotRunning(t.name, t.state)
+    return RuntimeClient(t.url, t.token, timeout=timeout)
+
+
+def terminal(status: object) -> bool:
+    """Whether a run in ``status`` has ended (the runtime's own definition)."""
+    from agent_runtime import RunStatus
+
+    return status in {s.value for s in RunStatus if s.terminal}
 
 
 class RuntimeClient:
@@ -83,7 +99,7 @@ class RuntimeClient:
         delay = 0.05
         while True:
             run = self.get(run_id)
-            if run.get("status") in TERMINAL:
+            if terminal(run.get("status")):
                 return run
             if time.monotonic() >= deadline:
                 raise FleetTimeout(

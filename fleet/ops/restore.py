@@ -3,7 +3,7 @@ that never saw it (a new host, or after losing the old one).
 
 Steps: the lease must be free (expired after a host loss, or revoked with --force-takeover);
 the image is copied to B if missing; a one-off container restores the backup (optionally to a
-point in time) into a new volume on B and reports the txid; only then is the tenant started
+point in time) into a new volume on B and reports the txid; only then is the tenant created
 from that volume, and stale copies of it on other reachable hosts are removed (their volumes
 are kept: they may hold transactions the backup lacks).
 
@@ -12,37 +12,26 @@ backup: Litestream sees the database behind the replica and writes a full snapsh
 transaction, so "latest" now means the rewound state plus what follows. The discarded
 history stays in the backup (restorable with an earlier --at) only until Litestream's
 retention drops it, so it is first copied to ``archive/<tenant>/<UTC time>/`` in the bucket.
+
+Same shape as migrate.py: check, get the image to the target, put the data there, create
+the tenant there with ``tenants.create``, clean up.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from fleet.core import names
 from fleet.core.context import Fleet
-from fleet.core.errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
+from fleet.core.errors import BackupNotFound, InvalidArgument
+from fleet.core.hosting import OneOff, Tenant, Transfer, TransferProgress
 from fleet.core.log import log
-from fleet.engine.container_spec import (
-    DATA_DIR,
-    DB_PATH,
-    LABEL_MANAGED,
-    S3Target,
-    tenant_container_config,
-)
-from fleet.engine.hosts import Host
-from fleet.engine.image_transfer import Transfer, TransferProgress, ensure_image_on
-from fleet.engine.placement import place
-from fleet.storage import fence as _fence
-from fleet.storage.backups import _LTX_KEY, backup_state, parse_timestamp, s3_client
+from fleet.storage.backups import archive, backup_state, txid_time
+from fleet.storage.litestream import parse_timestamp, restored_txid
 
-from .tenants import Tenant, reachable_hosts, up, volume_exists
-
-LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
-LABEL_ONEOFF = "litefleet.oneoff"  # restore/inspect helpers: never listed as tenants
+from .tenants import TenantOptions, claim_and_copy, create
 
 
 @dataclass(frozen=True)
@@ -71,85 +60,50 @@ def restore(
     at: str | None = None,
     force_takeover: bool = False,
     app: str | None = None,
-    memory: str = "256m",
-    cpus: float = 0.5,
+    memory: str = names.DEFAULT_MEMORY,
+    cpus: float = names.DEFAULT_CPUS,
     progress: TransferProgress | None = None,
 ) -> RestoreResult:
     names.check_tenant(tenant)
     stamp = parse_timestamp(at) if at else None
     t0 = time.monotonic()
-    target = place(fleet, host)
-    stale = _copies(fleet, tenant)
-    for t in stale:
-        if t.host is target:
-            raise InvalidArgument(
-                f"tenant {tenant!r} already exists on host {target.name!r}",
-                f"`fleet up {tenant}` starts it; `fleet rm {tenant}` first to restore anew",
-            )
-        if t.running and not force_takeover:
-            raise InvalidArgument(
-                f"tenant {tenant!r} runs on host {t.host.name!r}",
-                f"`fleet migrate {tenant} --to {target.name}` moves it without losing data",
-            )
-    s3_host = fleet.s3(start=True)
-    state = backup_state(s3_host, tenant)
-    if state.txid == 0:
-        raise BackupNotFound(tenant, s3_host.bucket)
-    _fence.ensure_free(fleet, tenant, check_only=force_takeover)  # refuse before copying
-    transfer = ensure_image_on(fleet, target, fleet.settings.image, progress)
-    if force_takeover:
-        _fence.ensure_free(fleet, tenant, force_takeover=True)
-
-    client = target.client
-    volume = names.volume_name(tenant)
-    if volume_exists(client, volume):
+    target = fleet.hosting.place(host)
+    stale = fleet.hosting.tenants(name=tenant)
+    _refuse_live_copies(stale, tenant, target, force_takeover)
+    s3 = fleet.storage.for_fleet(start=True)
+    if backup_state(s3, tenant).txid == 0:
+        raise BackupNotFound(tenant, s3.bucket)
+    image = fleet.settings.image
+    transfer = claim_and_copy(fleet, tenant, target, image, force_takeover, progress)
+    if fleet.hosting.has_volume(tenant, target):
+        volume = names.volume_name(tenant)
         raise InvalidArgument(
-            f"host {target.name!r} already has a volume for {tenant!r} ({volume})",
+            f"host {target!r} already has a volume for {tenant!r} ({volume})",
             f"remove it (`docker volume rm {volume}` there) to restore from object storage",
         )
-    from fleet.storage.embedded import ensure_tenant_network
-
-    network = ensure_tenant_network(client)
-    client.volumes.create(name=volume, labels={names.LABEL_TENANT: tenant})
+    fleet.hosting.create_volume(tenant, target)
     try:
         r0 = time.monotonic()
-        cmd = ["restore", "-config", LITESTREAM_CONFIG, "-json"]
-        if stamp:
-            cmd += ["-timestamp", stamp]
-        cmd.append(DB_PATH)
-        out = run_oneoff(
-            target, tenant, fleet.settings.image, fleet.s3_for_tenants(), network, cmd, "litestream"
-        )
+        txid = _restore_volume(fleet, tenant, target, image, stamp)
         restore_s = time.monotonic() - r0
-        txid = _restored_txid(out)
-        archived = _archive(s3_host, tenant) if stamp else None
-        removed = []
-        for t in stale:  # stopped copies elsewhere would shadow the restored tenant
-            # Remove the container but keep its volume: after a failed final sync it is the
-            # only place holding the newest transactions. It cannot rewind the backup: a
-            # tenant started on a volume behind the replica keeps that database aside and
-            # restores (images/tenant/entrypoint.sh).
-            log.info("removing stale copy, keeping its volume", tenant=tenant, host=t.host.name)
-            t.container.remove(force=True)
-            removed.append(t.host.name)
+        archived = archive(s3, tenant) if stamp else None
+        removed = _remove_stale(fleet, stale)
         source = stale[0] if stale else None
-        result = up(
-            fleet,
-            tenant,
-            host=target.name,
-            app=app or (source.app if source else "agent_runtime.examples"),
-            labels=source.labels if source else None,
+        options = TenantOptions(
+            app=app or (source.app if source else names.DEFAULT_APP),
+            labels=source.labels if source else {},
             memory=memory,
             cpus=cpus,
         )
+        result = create(fleet, tenant, options, host=target)
     except BaseException:
-        if not _used(client, volume):  # leave nothing half-made behind
-            _remove_volume(client, volume)
+        if not any(t.host == target for t in fleet.hosting.tenants(name=tenant)):
+            fleet.hosting.remove_volume(tenant, target)  # leave nothing half-made behind
         raise
     return RestoreResult(
         tenant=result.tenant,
         txid=txid,
-        newest_at=_txid_time(s3_host, tenant, txid),
+        newest_at=txid_time(s3, tenant, txid),
         at=stamp,
         restore_s=restore_s,
         total_s=time.monotonic() - t0,
@@ -159,114 +113,40 @@ def restore(
     )
 
 
-def run_oneoff(
-    host: Host,
-    tenant: str,
-    image: str,
-    s3: S3Target,
-    network: str,
-    command: list[str],
-    entrypoint: str,
-    timeout: float = 900.0,
-) -> str:
-    """Run ``entrypoint command`` in a hardened throwaway container of the tenant image with the
-    tenant's volume at /data and Litestream's environment; returns its stdout. FleetError
-    (with the last line of stderr) when it fails."""
-    cfg = tenant_container_config(
-        tenant=tenant,
-        image=image,
-        volume=names.volume_name(tenant),
-        s3=s3,
-        token="unused",
-        network=network,
-        name=f"litefleet-{tenant}-oneoff-{int(time.time() * 1000) % 10**8}",
-    )
-    keep = ("TENANT", "LITEFLEET_S3_", "LITESTREAM_")
-    cfg["environment"] = {
-        k: v for k, v in cfg["environment"].items() if k.startswith(keep) or k == "TENANT"
-    }
-    cfg["labels"] = {LABEL_MANAGED: "true", LABEL_ONEOFF: tenant}  # not a tenant container
-    cfg.pop("ports", None)
-    cfg.update(entrypoint=[entrypoint], command=command, working_dir=DATA_DIR)
-    container = host.client.containers.create(**cfg)
-    try:
-        container.start()
-        status = container.wait(timeout=timeout)
-        stdout = str(container.logs(stdout=True, stderr=False).decode(errors="replace"))
-        if int(status.get("StatusCode", 1)) != 0:
-            lines = container.logs(stdout=False, stderr=True).decode(errors="replace").splitlines()
-            last = next((ln for ln in reversed(lines) if ln.strip()), "no output")
-            raise FleetError(f"{entrypoint} {command[0]} on host {host.name!r} failed: {last}")
-        return stdout
-    finally:
-        container.remove(force=True)
-
-
-def _restored_txid(out: str) -> int:
-    try:
-        return int(json.loads(out)["txid"], 16)
-    except (ValueError, KeyError, TypeError):
-        raise ObjectStoreError(
-            f"unexpected output from litestream restore: {out[:200]!r}"
-        ) from None
-
-
-def _txid_time(s3: S3Target, tenant: str, txid: int) -> datetime | None:
-    """When the LTX file ending at ``txid`` was uploaded (the newest restored data)."""
-    client = s3_client(s3)
-    best: datetime | None = None
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=s3.bucket, Prefix=names.backup_prefix(tenant)
-    ):
-        for obj in page.get("Contents", []):
-            m = _LTX_KEY.search(obj["Key"])
-            if m and int(m["max"], 16) == txid and (best is None or obj["LastModified"] < best):
-                best = obj["LastModified"]  # the first upload of it (compactions come later)
-    return best
-
-
-def _archive(s3: S3Target, tenant: str) -> str:
-    """Copy the tenant's current backup to archive/<tenant>/<stamp>/ (server-side)."""
-    client = s3_client(s3)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    src = names.backup_prefix(tenant)
-    dest = f"{names.archive_prefix(tenant)}{stamp}/"
-    copied = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=src):
-        for obj in page.get("Contents", []):
-            client.copy_object(
-                Bucket=s3.bucket,
-                Key=dest + obj["Key"][len(src) :],
-                CopySource={"Bucket": s3.bucket, "Key": obj["Key"]},
+def _refuse_live_copies(
+    copies: list[Tenant], tenant: str, target: str, force_takeover: bool
+) -> None:
+    for t in copies:
+        if t.host == target:
+            raise InvalidArgument(
+                f"tenant {tenant!r} already exists on host {target!r}",
+                f"`fleet up {tenant}` starts it; `fleet rm {tenant}` first to restore anew",
             )
-            copied += 1
-    log.info("archived backup before point-in-time restore", tenant=tenant, objects=copied)
-    return dest
+        if t.running and not force_takeover:
+            raise InvalidArgument(
+                f"tenant {tenant!r} runs on host {t.host!r}",
+                f"`fleet migrate {tenant} --to {target}` moves it without losing data",
+            )
 
 
-def _copies(fleet: Fleet, tenant: str) -> list[Tenant]:
-    from .tenants import from_container
-
-    found = []
-    for h in reachable_hosts(fleet):
-        for c in h.client.containers.list(
-            all=True, filters={"label": [f"{names.LABEL_TENANT}={tenant}"]}
-        ):
-            if (c.labels or {}).get(names.LABEL_ROLE) == names.ROLE_TENANT:
-                found.append(from_container(h, c))
-    return found
+def _restore_volume(fleet: Fleet, tenant: str, host: str, image: str, stamp: str | None) -> int:
+    """Restore the backup into the tenant's (new) volume on ``host``; the txid restored."""
+    argv = ["litestream", "restore", "-config", names.LITESTREAM_CONFIG, "-json"]
+    if stamp:
+        argv += ["-timestamp", stamp]
+    argv.append(names.DB_PATH)
+    job = OneOff(tenant, image, fleet.storage.for_tenants(), argv)
+    return restored_txid(fleet.hosting.run_oneoff(host, job))
 
 
-def _used(client: Any, volume: str) -> bool:
-    return bool(client.containers.list(all=True, filters={"volume": volume}))
-
-
-def _remove_volume(client: Any, volume: str) -> None:
-    import docker.errors
-
-    try:
-        client.volumes.get(volume).remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.APIError as exc:
-        raise FleetError(f"could not remove volume {volume}: {exc.explanation}") from None
+def _remove_stale(fleet: Fleet, stale: list[Tenant]) -> list[str]:
+    """Stopped copies elsewhere would shadow the restored tenant. Remove their containers but
+    keep their volumes: after a failed final sync one is the only place holding the newest
+    transactions. It cannot rewind the backup: a tenant started on a volume behind the
+    replica keeps that database aside and restores (fleet/supervisor/volume.py)."""
+    removed = []
+    for t in stale:
+        log.info("removing stale copy, keeping its volume", tenant=t.name, host=t.host)
+        fleet.hosting.remove(t)
+        removed.append(t.host)
+    return removed

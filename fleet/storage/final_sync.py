@@ -9,9 +9,8 @@ elsewhere, so the stop is checked: Litestream's own failure lines, and the exit 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fleet.core.errors import ObjectStoreError
+from fleet.core.hosting import Stopped
 
 # Litestream 0.5 log messages for a final sync that did not complete.
 _FAILED = (
@@ -31,20 +30,14 @@ class FinalSyncFailed(ObjectStoreError):
         )
 
 
-def stop_with_final_sync(container: Any, tenant: str, timeout: int) -> None:
-    """Stop ``container`` gracefully; raise FinalSyncFailed if Litestream said so."""
-    import time
-
-    since = int(time.time()) - 1
-    container.stop(timeout=timeout)
-    logs = container.logs(since=since, stdout=True, stderr=True).decode(errors="replace")
-    for line in logs.splitlines():
+def check_final_sync(tenant: str, stopped: Stopped, timeout: int) -> None:
+    """Raise FinalSyncFailed unless ``stopped`` shows a completed final sync."""
+    for line in stopped.logs.splitlines():
         if any(marker in line for marker in _FAILED):
             raise FinalSyncFailed(tenant, line.strip()[:200])
-    container.reload()
-    code = container.attrs.get("State", {}).get("ExitCode")
-    if code == 137:  # SIGKILL: the stop timed out
+    if stopped.exit_code == 137:  # SIGKILL: the stop timed out
         raise FinalSyncFailed(tenant, f"killed after {timeout} s, before the sync finished")
-    if code != 0:  # a completed final sync exits 0; anything else did not confirm it
-        last = logs.strip().splitlines()[-1][:200] if logs.strip() else "no log"
-        raise FinalSyncFailed(tenant, f"exit {code}: {last}")
+    if stopped.exit_code != 0:  # a completed final sync exits 0; anything else did not
+        logs = stopped.logs.strip()
+        last = logs.splitlines()[-1][:200] if logs else "no log"
+        raise FinalSyncFailed(tenant, f"exit {stopped.exit_code}: {last}")

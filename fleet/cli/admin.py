@@ -1,0 +1,55 @@
+"""`fleet s3 up | down | status` (the embedded object store) and `fleet image build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fleet.core.errors import FleetError
+
+from .base import fleet_of, image_app, s3_app
+
+
+@s3_app.command("up")
+def s3_up(ctx: typer.Context) -> None:
+    """Start the embedded object store (moto server in a container)."""
+    from . import output
+
+    output.out.print(fleet_of(ctx).storage.up())
+
+
+@s3_app.command("down")
+def s3_down(ctx: typer.Context) -> None:
+    """Stop and remove the embedded object store (its data is lost)."""
+    from . import output
+
+    output.out.print(fleet_of(ctx).storage.down())
+
+
+@s3_app.command("status")
+def s3_status(ctx: typer.Context) -> None:
+    """Say whether the embedded object store runs, and where."""
+    from . import output
+
+    output.out.print(fleet_of(ctx).storage.status())
+
+
+@image_app.command("build")
+def image_build() -> None:
+    """Build the litefleet tenant and s3 images offline (images/build.sh)."""
+    from fleet.engine.images import build_images
+
+    from . import output
+
+    for image, size_mb in build_images(_repo_root()):
+        output.out.print(f"built {image} ({size_mb} MB)")
+
+
+def _repo_root() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "images" / "build.sh").is_file():
+        raise FleetError(
+            "images/ not found next to the fleet package", "run from a litefleet source checkout"
+        )
+    return root

@@ -1,0 +1,74 @@
+"""`fleet pull | inspect`: a tenant's database from object storage, and what its agent did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .base import Json, Tenant, app, fleet_of
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    tenant: Tenant,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write (default ./TENANT.db).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Point in time, RFC 3339 (e.g. 2026-01-02T03:04:05Z)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
+) -> None:
+    """Restore a consistent copy of a tenant's database from object storage.
+
+    The running container is not touched; the copy passes PRAGMA integrity_check.
+    """
+    from fleet.core.names import check_tenant
+    from fleet.ops.pull import pull as do_pull
+
+    from . import output as show
+
+    check_tenant(tenant)
+    s3 = fleet_of(ctx).storage.for_fleet()
+    res = do_pull(s3, tenant, output or Path(f"{tenant}.db"), at=at, force=force)
+    show.out.print(
+        f"wrote {res.path} ({res.bytes} bytes, {res.runs} runs, integrity {res.integrity})"
+    )
+
+
+@app.command()
+def inspect(
+    ctx: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="A database file (e.g. from `fleet pull`) or a tenant name.")
+    ],
+    run: Annotated[str | None, typer.Option("--run", help="Show this run's step timeline.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.", min=1)] = 50,
+    at: Annotated[str | None, typer.Option("--at", help="With a tenant: point in time.")] = None,
+    json: Json = False,
+) -> None:
+    """Show runs and a step timeline from a database copy (a tenant's is pulled first)."""
+    import dataclasses
+    import tempfile
+
+    from fleet.core.names import check_tenant
+    from fleet.ops.inspect import inspect as do_inspect
+    from fleet.ops.pull import pull as do_pull
+
+    from . import output
+
+    path = Path(target)
+    if path.is_file():
+        rep = do_inspect(path, run_id=run, limit=limit)
+    else:
+        check_tenant(target)
+        with tempfile.TemporaryDirectory(prefix="fleet-inspect-") as tmp:
+            s3 = fleet_of(ctx).storage.for_fleet()
+            copy = do_pull(s3, target, Path(tmp, "tenant.db"), at=at)
+            rep = do_inspect(copy.path, run_id=run, limit=limit)
+            rep.path = f"{target} (backup)"
+    output.print_json(dataclasses.asdict(rep)) if json else output.report(rep)

@@ -1,0 +1,114 @@
+"""The Typer apps, the options several commands share, and the Fleet a command works on.
+
+Importing this (and the command modules) loads Typer only: settings (pydantic), the engines
+(docker), object storage (boto3), the runtime API (httpx), SQLite (apsw) and Rich output are
+imported inside the commands that use them, so `fleet --help` pays for none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fleet.core.errors import Aborted
+
+if TYPE_CHECKING:
+    from fleet.core.context import Fleet
+    from fleet.core.hosting import TransferProgress
+
+HELP = "Run and manage per-tenant litefleet runtimes on Docker engines."
+
+app = typer.Typer(
+    name="fleet",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+s3_app = typer.Typer(
+    help="The embedded S3 object store (used when FLEET_S3_ENDPOINT is unset).",
+    no_args_is_help=True,
+)
+image_app = typer.Typer(help="Tenant container images.", no_args_is_help=True)
+app.add_typer(s3_app, name="s3")
+app.add_typer(image_app, name="image")
+
+# -- shared options
+
+Tenant = Annotated[
+    str, typer.Argument(help="Tenant name (a DNS label: a-z, 0-9, '-').", metavar="TENANT")
+]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="Label k=v (repeatable; all must match).", metavar="K=V"),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ForceTakeover = Annotated[
+    bool,
+    typer.Option(
+        "--force-takeover",
+        help="Take the tenant's lease from a live holder: it stops replicating at its next"
+        " renewal (within 5 s), without a final sync.",
+    ),
+]
+Purge = Annotated[
+    bool, typer.Option("--purge", help="Also delete the backup in object storage (asks first).")
+]
+Memory = Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")]
+Cpus = Annotated[float, typer.Option(help="CPU limit in cores.")]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="FLEET_CONFIG", help="TOML settings file.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Run and manage per-tenant litefleet runtimes on Docker engines."""
+    ctx.obj = config
+
+
+def fleet_of(ctx: typer.Context) -> Fleet:
+    """The command's Fleet, made once per invocation and closed with it."""
+    from fleet.core.context import Fleet
+    from fleet.core.log import configure
+    from fleet.core.settings import load_settings
+    from fleet.ops.connect import connect
+
+    root = ctx.find_root()
+    fleet = root.meta.get("fleet")
+    if fleet is None:
+        settings = load_settings(root.obj)
+        configure(settings.log_level)
+        fleet = connect(settings)
+        root.meta["fleet"] = fleet
+        root.call_on_close(fleet.close)
+    assert isinstance(fleet, Fleet)
+    return fleet
+
+
+def labels(items: list[str] | None) -> dict[str, str]:
+    from fleet.core.names import parse_labels
+
+    return parse_labels(items)
+
+
+def confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise Aborted("refusing to delete without confirmation", "pass --yes")
+    if not typer.confirm(question, default=False):
+        raise Aborted("aborted")
+
+
+def image_progress() -> TransferProgress:
+    """A progress bar for copying the tenant image to another host (Rich, on stderr)."""
+    from .output_hosts import ImageProgress
+
+    return ImageProgress()

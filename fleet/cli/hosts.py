@@ -1,0 +1,81 @@
+"""`fleet hosts | restore | migrate`: many hosts, and moving tenants between them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fleet.core import names
+
+from .base import Cpus, ForceTakeover, Json, Memory, Tenant, app, fleet_of, image_progress
+
+
+@app.command()
+def hosts(ctx: typer.Context, json: Json = False) -> None:
+    """List the hosts of FLEET_HOSTS: reachable, tenants, memory free/total, tenant image."""
+    from . import output, output_hosts
+
+    rows = fleet_of(ctx).hosting.hosts()
+    output.print_json([r.as_dict() for r in rows]) if json else output_hosts.hosts(rows)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    tenant: Tenant,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Host to restore on (default: the one with the most free memory)."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Point in time, RFC 3339. The tenant continues from there and replicates onward"
+            " into the same backup: later history is superseded (a copy is kept under"
+            " archive/TENANT/ in the bucket).",
+        ),
+    ] = None,
+    force_takeover: ForceTakeover = False,
+    app_module: Annotated[
+        str | None,
+        typer.Option("--app", help="App module (default: the old copy's, else the examples)."),
+    ] = None,
+    memory: Memory = names.DEFAULT_MEMORY,
+    cpus: Cpus = names.DEFAULT_CPUS,
+) -> None:
+    """Start a tenant on a host from its backup in object storage (a new host, or after losing
+    one): prints the restored txid and the age of the newest data."""
+    from fleet.ops.restore import restore as do_restore
+
+    from .output_hosts import restored
+
+    restored(
+        do_restore(
+            fleet_of(ctx),
+            tenant,
+            host=host,
+            at=at,
+            force_takeover=force_takeover,
+            app=app_module,
+            memory=memory,
+            cpus=cpus,
+            progress=image_progress(),
+        )
+    )
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    tenant: Tenant,
+    to: Annotated[str, typer.Option("--to", help="Host from FLEET_HOSTS to move it to.")],
+) -> None:
+    """Move a tenant to another host: stop, wait for the final sync, start there from object
+    storage, compare runs, remove the source. Prints the downtime."""
+    from fleet.ops.migrate import migrate as do_migrate
+
+    from .output_hosts import migrated
+
+    migrated(do_migrate(fleet_of(ctx), tenant, to=to, progress=image_progress()))

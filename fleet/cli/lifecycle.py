@@ -1,0 +1,228 @@
+"""`fleet up | ls | down | rm | teardown | gc | logs`: a tenant's lifecycle."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from fleet.core import names
+
+from .base import (
+    Cpus,
+    ForceTakeover,
+    Json,
+    Labels,
+    Memory,
+    Purge,
+    Tenant,
+    Yes,
+    app,
+    confirm,
+    fleet_of,
+    image_progress,
+    labels,
+)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    tenant: Tenant,
+    app_module: Annotated[
+        str, typer.Option("--app", help="Python module (or file) registering the workflows.")
+    ] = names.DEFAULT_APP,
+    image: Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")] = None,
+    label: Labels = None,
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
+    ] = None,
+    memory: Memory = names.DEFAULT_MEMORY,
+    cpus: Cpus = names.DEFAULT_CPUS,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
+    ] = None,
+    force_takeover: ForceTakeover = False,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db-url",
+            help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
+            " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
+            " rewritten to the litefleet network's gateway IP, which containers reach (a note"
+            " says so; `bash images/postgres.sh start` listens there). The password goes to the"
+            " container as PGPASSWORD and is never printed.",
+            metavar="URL",
+        ),
+    ] = None,
+) -> None:
+    """Create and start a tenant (or start it again); waits until it is healthy."""
+    from fleet.core.names import parse_env
+    from fleet.ops import tenants
+
+    from . import output
+
+    options = tenants.TenantOptions(
+        app=app_module,
+        image=image,
+        labels=labels(label),
+        ttl=ttl,
+        memory=memory,
+        cpus=cpus,
+        env=parse_env(env),
+        db_url=db_url,
+    )
+    result = tenants.up(
+        fleet_of(ctx),
+        tenant,
+        options,
+        host=host,
+        force_takeover=force_takeover,
+        progress=image_progress(),
+    )
+    output.up(result)
+
+
+@app.command("ls")
+def ls(ctx: typer.Context, label: Labels = None, json: Json = False) -> None:
+    """List tenants: state, health, age, TTL, database size, replication, labels."""
+    import time
+
+    from fleet.ops import status
+
+    from . import output
+
+    rows = status.ls(fleet_of(ctx), labels(label))
+    if json:
+        now = time.time()
+        output.print_json([r.as_dict(now) for r in rows])
+    else:
+        output.tenants(rows)
+
+
+@app.command()
+def down(ctx: typer.Context, tenant: Tenant) -> None:
+    """Stop a tenant after Litestream's final sync; the volume and the backup stay."""
+    from fleet.ops import tenants
+
+    from . import output
+
+    t, was_running = tenants.down(fleet_of(ctx), tenant)
+    output.out.print(f"tenant {t.name} " + ("stopped" if was_running else f"already {t.state}"))
+
+
+@app.command()
+def rm(ctx: typer.Context, tenant: Tenant, purge: Purge = False, yes: Yes = False) -> None:
+    """Remove a tenant's container and volume (with --purge also its backup)."""
+    from fleet.core.names import backup_prefix, check_tenant
+    from fleet.ops import removal
+
+    from . import output
+
+    check_tenant(tenant)
+    if purge and not yes:
+        confirm(f"Delete tenant {tenant} AND its backup ({backup_prefix(tenant)})?")
+    output.removed(removal.rm(fleet_of(ctx), tenant, purge=purge))
+
+
+@app.command()
+def teardown(
+    ctx: typer.Context,
+    label: Labels = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every tenant.")] = False,
+    purge: Purge = False,
+    yes: Yes = False,
+) -> None:
+    """Remove every tenant matching --label (or --all), in parallel."""
+    from fleet.ops import removal
+
+    from . import output
+
+    with RemovalProgress(purge and not yes) as progress:
+        done = removal.teardown(
+            fleet_of(ctx), labels=labels(label), all=all_, purge=purge, reporter=progress
+        )
+    output.removal(done)
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    purge: Purge = False,
+    yes: Yes = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list them.")] = False,
+) -> None:
+    """Remove the tenants whose --ttl has passed."""
+    from fleet.ops import removal, tenants
+
+    from . import output
+
+    if dry_run:
+        gone = tenants.expired(fleet_of(ctx))
+        output.out.print("\n".join(gone) if gone else "no expired tenants")
+        return
+    with RemovalProgress(purge and not yes) as progress:
+        done = removal.gc(fleet_of(ctx), purge=purge, reporter=progress)
+    output.removal(done)
+
+
+class RemovalProgress:
+    """Confirmation prompt and progress bar (on stderr) for bulk removal."""
+
+    def __init__(self, ask: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from .output import err
+
+        self.ask = ask
+        self.bar = Progress(
+            TextColumn("removing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> RemovalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def confirm(self, tenants: list[str]) -> None:
+        if self.ask:
+            confirm(f"Delete {len(tenants)} tenant(s) AND their backups: {', '.join(tenants)}?")
+
+    def start(self, total: int) -> None:
+        self.task = self.bar.add_task("removing", total=total)
+        self.bar.start()
+
+    def done(self, result: object) -> None:
+        self.bar.advance(self.task)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    tenant: Tenant,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+) -> None:
+    """Print a tenant's container logs (runtime and Litestream)."""
+    from fleet.ops import tenants
+
+    try:
+        for chunk in tenants.logs(fleet_of(ctx), tenant, follow=follow, tail=tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    except KeyboardInterrupt:
+        pass

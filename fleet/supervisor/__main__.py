@@ -1,0 +1,32 @@
+"""``python3 -I -m fleet.supervisor [start | hold -- CMD... | replicate | serve-app]``.
+
+Imports only what the chosen stage needs: the keeper (``hold``) idles for the container's
+whole life and must stay small.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "start"
+    if command == "hold":
+        from .keeper import main as hold
+
+        return hold(argv)
+    from . import entrypoint
+
+    if command == "start":
+        return entrypoint.start(dict(os.environ))
+    if command == "replicate":
+        return entrypoint.replicate(dict(os.environ))
+    if command == "serve-app":
+        return entrypoint.serve_app()
+    entrypoint.log(f"unknown command {command!r} (start, hold, replicate, serve-app)")
+    return entrypoint.EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
