@@ -1,4 +1,4 @@
-"""``python3 -I -m fleet.supervisor [start | hold -- CMD... | replicate | serve-app]``.
+"""``python3 -I -m fleet.supervisor [start | keep | hold -- CMD... | serve-app]``.
 
 Imports only what the chosen stage needs: the keeper (``hold``) idles for the container's
 whole life and must stay small.
@@ -12,6 +12,10 @@ import sys
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "start"
+    if command == "keep":
+        from .keeper import keep_tenant
+
+        return keep_tenant()
     if command == "hold":
         from .keeper import main as hold
 
@@ -20,11 +24,9 @@ def main(argv: list[str]) -> int:
 
     if command == "start":
         return entrypoint.start(dict(os.environ))
-    if command == "replicate":
-        return entrypoint.replicate(dict(os.environ))
     if command == "serve-app":
         return entrypoint.serve_app()
-    entrypoint.log(f"unknown command {command!r} (start, hold, replicate, serve-app)")
+    entrypoint.log(f"unknown command {command!r} (start, keep, hold, serve-app)")
     return entrypoint.EXIT_USAGE
 
 

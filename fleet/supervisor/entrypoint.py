@@ -3,11 +3,12 @@ runs (``python3 -I -m fleet.supervisor``; -I: never import from the working dire
 or PYTHON* variables).
 
 - ``start``: PostgreSQL tenants exec the runtime alone. SQLite tenants: check the settings,
-  write the runtime's environment to APP_ENV_FILE, then exec the keeper (trimmed environment)
-  holding the lease around ``replicate``.
-- ``replicate`` (under the lease): restore if empty or behind the replica (volume.py), then
-  exec ``litestream replicate -exec "... serve-app"``: Litestream ships every commit, forwards
-  SIGTERM to the runtime (which drains and exits 0) and does a final sync before exiting.
+  write the runtime's environment to APP_ENV_FILE, then exec the keeper (``keep``, in a
+  trimmed environment), which takes the lease and forks the child that runs ``replicate``.
+- ``replicate`` (the keeper's child, under the lease): restore if empty or behind the replica
+  (volume.py), then exec ``litestream replicate -exec "... serve-app"``: Litestream ships
+  every commit, forwards SIGTERM to the runtime (which drains and exits 0) and does a final
+  sync before exiting.
 - ``serve-app`` (started by Litestream inside its trimmed environment): exec the runtime with
   the environment ``start`` saved.
 """
@@ -52,7 +53,7 @@ def start(environ: dict[str, str]) -> int:
         return EXIT_USAGE
     env = with_defaults(environ)
     save_app_env(runtime_env(env))
-    os.execve(sys.executable, _self("hold", "--", *_self("replicate")), keeper_env(env))
+    os.execve(sys.executable, _self("keep"), keeper_env(env))
     return 0  # not reached
 
 

@@ -103,8 +103,9 @@ class Keeper:
                     said = why.split(" (")[0]
                 time.sleep(1.0)
 
-    def run(self, argv: list[str]) -> int:
-        """Hold the lease while ``argv`` runs; its exit status, or EXIT_LEASE."""
+    def run(self, child: Callable[[], int]) -> int:
+        """Hold the lease while ``child()`` runs in a forked process (its own process group;
+        it execs, or returns an exit status); that status, or EXIT_LEASE."""
         try:
             lease = self.acquire()
         except LeaseHeld as exc:
@@ -118,7 +119,7 @@ class Keeper:
             signal.signal(sig, self._on_signal)
         # Own process group: on a lost lease the whole group (restore or Litestream and the
         # runtime it runs) is killed at once.
-        self.child = self._spawn(argv)
+        self.child = self._spawn(child)
         for pending in self._pending:
             os.kill(self.child, pending)
         held = self._renew_until_exit(lease)
@@ -167,16 +168,18 @@ class Keeper:
         except S3Failure as exc:
             self.log(f"could not release the lease (it expires in {self.ttl:g}s): {exc}")
 
-    def _spawn(self, argv: list[str]) -> int:
+    def _spawn(self, child: Callable[[], int]) -> int:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
+            code = 127
             try:
                 os.setpgid(0, 0)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                os.execvp(argv[0], argv)
+                code = child()
             finally:
-                os._exit(127)
+                sys.stderr.flush()
+                os._exit(code)
         with contextlib.suppress(OSError):  # the child already did it (or exec'd)
             os.setpgid(pid, pid)
         return pid
@@ -211,25 +214,48 @@ def _safe_read(s3: S3Settings, tenant: str) -> Lease | None:
         return None
 
 
-def main(argv: list[str]) -> int:
-    """``hold -- CMD [ARGS...]`` with the tenant and object storage from the environment."""
-    if len(argv) < 3 or argv[0] != "hold" or argv[1] != "--":
-        _log("usage: python3 -I -m fleet.supervisor hold -- CMD [ARGS...]")
-        return EXIT_USAGE
-    env = dict(os.environ)
-    try:
-        s3 = S3Settings.from_env(env)
-        tenant = env[ENV_TENANT]
-    except KeyError as exc:
-        _log(f"{exc.args[0]} is not set")
-        return EXIT_USAGE
+def from_env(env: dict[str, str]) -> Keeper:
+    """The keeper of the container's tenant; KeyError names a missing variable."""
     holder = Holder(host=env.get(ENV_HOST) or "unknown", container=container_id())
-    keeper = Keeper(
-        s3,
-        tenant,
+    return Keeper(
+        S3Settings.from_env(env),
+        env[ENV_TENANT],
         holder,
         ttl=float(env.get(ENV_LEASE_TTL) or TTL_S),
         renew_every=float(env.get(ENV_LEASE_RENEW) or RENEW_S),
         wait_s=float(env.get(ENV_LEASE_WAIT) or TTL_S + RENEW_S),
     )
-    return keeper.run(argv[2:])
+
+
+def main(argv: list[str]) -> int:
+    """``hold -- CMD [ARGS...]``: CMD under the lease of the tenant in the environment."""
+    if len(argv) < 3 or argv[0] != "hold" or argv[1] != "--":
+        _log("usage: python3 -I -m fleet.supervisor hold -- CMD [ARGS...]")
+        return EXIT_USAGE
+    command = argv[2:]
+
+    def run_command() -> int:
+        os.execvp(command[0], command)
+
+    return _keep(run_command)
+
+
+def keep_tenant() -> int:
+    """The tenant container's keeper: under the lease, the forked child prepares the
+    database and becomes Litestream (entrypoint.replicate; imported there, not here)."""
+
+    def replicate() -> int:
+        from .entrypoint import replicate
+
+        return replicate(dict(os.environ))
+
+    return _keep(replicate)
+
+
+def _keep(child: Callable[[], int]) -> int:
+    try:
+        keeper = from_env(dict(os.environ))
+    except KeyError as exc:
+        _log(f"{exc.args[0]} is not set")
+        return EXIT_USAGE
+    return keeper.run(child)
