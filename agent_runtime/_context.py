@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._limits import check_duration, check_identifier, check_name
 from ._limits import to_json_value as to_json_value  # re-exported for _runtime
+from ._loop_guard import Pacer
 from ._store import Event, EventKind, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
@@ -110,6 +111,7 @@ class WorkflowContext:
         solo: Callable[[], bool] = lambda: False,
         on_wait: Callable[[float | None], None],
         executor: Executor | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -118,7 +120,8 @@ class WorkflowContext:
         self._solo = solo
         self._on_wait = on_wait
         self._executor = executor
-        self._step_tasks: set[asyncio.Task[Any]] = set()  # tasks inside _run_step now
+        self._pacer = pacer or Pacer()
+        self._step_tasks: dict[asyncio.Task[Any], str] = {}  # tasks inside _run_step: step
         self._next = 0
         self._events: dict[int, list[Event]] = {}
         for ev in history:
@@ -137,6 +140,10 @@ class WorkflowContext:
             if rec_family != family or ev.name != name:
                 raise NonDeterminismError(pos, f"{rec_family} {ev.name!r}", f"{family} {name!r}")
         return pos, list(recorded)
+
+    def step_in(self, task: asyncio.Task[Any] | None) -> str | None:
+        """The step ``task`` is executing for this run, if any."""
+        return None if task is None else self._step_tasks.get(task)
 
     @staticmethod
     def _terminal(events: list[Event]) -> Event | None:
@@ -166,17 +173,18 @@ class WorkflowContext:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        await self._pacer.pace()
         done = self._terminal(recorded)
         if done is not None:
             return self._step_outcome(step, done)
         task = asyncio.current_task()
         if task is not None:
-            self._step_tasks.add(task)
+            self._step_tasks[task] = step.name
         try:
             return await self._execute_step(pos, recorded, step, args, kwargs)
         finally:
             if task is not None:
-                self._step_tasks.discard(task)
+                self._step_tasks.pop(task, None)
 
     async def cancel_steps(self) -> None:
         """Cancel steps still running beside a branch that suspended or lost the run
@@ -290,6 +298,7 @@ class WorkflowContext:
 
     async def sleep(self, seconds: float) -> None:
         seconds = check_duration(seconds, "sleep() duration")
+        await self._pacer.pace()
         pos, recorded = self._take("sleep", "sleep")
         if self._terminal(recorded) is not None:
             return
@@ -320,6 +329,7 @@ class WorkflowContext:
         check_identifier(name, "signal name")  # signals arrive through a URL path
         if timeout is not None:
             timeout = check_duration(timeout, "wait_for_signal() timeout")
+        await self._pacer.pace()
         pos, recorded = self._take("wait_for_signal", name)
         done = self._terminal(recorded)
         if done is None:
@@ -352,6 +362,7 @@ class WorkflowContext:
     # -- recorded values
 
     async def record(self, name: str, produce: Callable[[], Any]) -> Any:
+        await self._pacer.pace()
         pos, recorded = self._take("value", name)
         done = self._terminal(recorded)
         if done is None:

@@ -1,7 +1,7 @@
 """Prometheus metrics, rendered in the text exposition format.
 
 Hand-rolled on purpose: the runtime runs once per tenant container and prometheus_client
-would cost memory in every one of them for four series.
+would cost memory in every one of them for a handful of series.
 """
 
 from __future__ import annotations
@@ -68,6 +68,12 @@ BATCH_SIZE = Histogram(
     "Operations committed together in one transaction.",
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
 )
+LOOP_BLOCKED = Histogram(
+    "agent_runtime_event_loop_blocked_seconds",
+    "Times the event loop ran no callback for longer than the watchdog's threshold, by how"
+    " long (an async step or workflow computing or blocking without await).",
+    [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+)
 
 
 def render(runs_by_status: dict[str, int], statuses: Iterable[str]) -> str:
@@ -76,6 +82,6 @@ def render(runs_by_status: dict[str, int], statuses: Iterable[str]) -> str:
         "# TYPE agent_runtime_runs gauge",
     ]
     lines += [f'agent_runtime_runs{{status="{s}"}} {runs_by_status.get(s, 0)}' for s in statuses]
-    for metric in (STEPS_COMMITTED, COMMIT_SECONDS, BATCH_SIZE):
+    for metric in (STEPS_COMMITTED, COMMIT_SECONDS, BATCH_SIZE, LOOP_BLOCKED):
         lines.extend(metric.render())
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 import structlog
@@ -34,6 +34,7 @@ from ._context import (
 from ._definitions import Workflow
 from ._errors import InvalidInput, RunNotFound, WorkflowNotFound, error_dict
 from ._limits import check_identifier, check_name, check_run_ref, json_text
+from ._loop_guard import BLOCK_THRESHOLD, LoopWatchdog, Pacer, on_stack
 from ._store import Event, EventKind, Run, RunPage, RunStatus, Store, Transition
 
 log = structlog.get_logger("agent_runtime")
@@ -81,6 +82,7 @@ class Runtime:
         synchronous: str = "FULL",
         lease_seconds: float = 30.0,
         poll_seconds: float | None = None,
+        loop_block_threshold: float = BLOCK_THRESHOLD,
     ) -> None:
         if concurrency < 1:
             raise InvalidInput("concurrency must be >= 1")
@@ -103,6 +105,10 @@ class Runtime:
         self._executor: ThreadPoolExecutor | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._started = False
+        self._pacer = Pacer()
+        self._block_threshold = loop_block_threshold
+        self._watchdog: LoopWatchdog | None = None
+        self._contexts: dict[str, tuple[str, WorkflowContext]] = {}  # run id: workflow, ctx
 
     # -- lifecycle
 
@@ -115,6 +121,10 @@ class Runtime:
         )
         self._started = True
         self._draining = False
+        self._watchdog = LoopWatchdog(
+            asyncio.get_running_loop(), self._block_threshold, self._culprit
+        )
+        self._watchdog.start()
         self._scheduler = asyncio.create_task(self._schedule(), name="agent-runtime-scheduler")
         if not self.store.exclusive:
             self._renewer = asyncio.create_task(self._renew_leases(), name="agent-runtime-leases")
@@ -141,6 +151,9 @@ class Runtime:
             return_exceptions=True,
         )
         await self.store.close()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         if self._executor is not None:
             # Plain steps still running past the grace period are abandoned, not awaited:
             # their results are not recorded and they run again after a restart.
@@ -344,6 +357,8 @@ class Runtime:
             self._maybe_runnable = True  # there may be more
         for run in runs:
             self._active[run.id] = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        if runs and self._watchdog is not None:
+            self._watchdog.arm(True)
 
     async def _renew_leases(self) -> None:
         while True:
@@ -353,6 +368,22 @@ class Runtime:
                     await self.store.renew(self.owner, list(self._active), self._lease)
                 except Exception as exc:
                     log.warning("lease_renewal_failed", error=str(exc))
+
+    def _culprit(self, task: asyncio.Task[Any] | None, frame: FrameType | None) -> dict[str, Any]:
+        """What a blocked loop was running (called from the watchdog's thread)."""
+        where: dict[str, Any] = {"in": "runtime"}
+        for run_id, (workflow, ctx) in list(self._contexts.items()):
+            step = ctx.step_in(task)
+            if step is not None or (task is not None and self._active.get(run_id) is task):
+                where.update(run_id=run_id, workflow=workflow, step=step)
+                where["in"] = "workflow code" if step is None else "step"
+                break
+        if frame is not None:
+            code = frame.f_code
+            where["at"] = f"{code.co_filename}:{frame.f_lineno} {code.co_qualname}"
+            if on_stack(frame, getattr(type(self.store).append, "__code__", None)):
+                where["in"] = "store"  # a commit on the loop thread (a slow disk), not user code
+        return where
 
     async def _notify_done(self) -> None:
         async with self._done:
@@ -369,6 +400,8 @@ class Runtime:
             self._orphans.add(run.id)  # released and retried from its history
         finally:
             self._active.pop(run.id, None)
+            if not self._active and self._watchdog is not None:
+                self._watchdog.arm(False)
             self._maybe_runnable = True
             self._kick.set()
             await self._notify_done()
@@ -396,8 +429,10 @@ class Runtime:
             solo=lambda: len(self._active) == 1,
             on_wait=self._on_wait,
             executor=self._executor,
+            pacer=self._pacer,
         )
         token = set_context(ctx)
+        self._contexts[run.id] = (run.workflow, ctx)
         try:
             result = to_json_value(await wf.fn(**run.input), "workflow result")
         except Suspend:
@@ -423,6 +458,7 @@ class Runtime:
             return
         finally:
             reset_context(token)
+            self._contexts.pop(run.id, None)
         _faults.fault_point("run.before_complete")
         await self._finish(
             run,

@@ -9,14 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +111,6 @@ def run(part: str, db: str, workflows: int, steps: int) -> dict[str, Any]:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _vm_kib(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -133,67 +119,21 @@ def _vm_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/{pid}/status")
 
 
-def _serve_command() -> list[str]:
-    exe = Path(sys.executable).with_name("agent-runtime")
-    if exe.exists():
-        return [str(exe)]
-    # Without the console script, run the same entry point; the RSS is the same process.
-    return [sys.executable, "-c", "from agent_runtime._cli import main; main()"]
-
-
 def rss(db_path: Path, settle_s: float, log_path: Path) -> dict[str, Any]:
     """Start ``agent-runtime serve`` on loopback, wait for /healthz, let it settle idle,
     then read VmRSS (and the peak VmHWM) from /proc."""
-    port = _free_port()
-    env = {**os.environ, "AGENT_RUNTIME_TOKEN": secrets.token_hex(16)}
-    cmd = [
-        *_serve_command(),
-        "serve",
-        "--db",
-        str(db_path),
-        "--app",
-        "agent_runtime.examples",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        t0 = time.perf_counter()
-        deadline = t0 + 30.0
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-400:].strip()
-                raise RuntimeError(f"agent-runtime serve exited {proc.returncode}: {tail}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.perf_counter() > deadline:
-                raise RuntimeError("agent-runtime serve did not answer /healthz within 30 s")
-            time.sleep(0.05)
-        ready_s = time.perf_counter() - t0
-        at_ready = _vm_kib(proc.pid, "VmRSS")
+    import _serve
+
+    with _serve.serving(db_path, log_path) as server:
+        at_ready = _vm_kib(server.pid, "VmRSS")
         time.sleep(settle_s)
-        idle = _vm_kib(proc.pid, "VmRSS")
-        peak = _vm_kib(proc.pid, "VmHWM")
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        idle = _vm_kib(server.pid, "VmRSS")
+        peak = _vm_kib(server.pid, "VmHWM")
     return {
         "value": idle / 1024,
         "unit": "MiB",
         "rss_at_ready_mib": at_ready / 1024,
         "hwm_mib": peak / 1024,
-        "ready_s": ready_s,
+        "ready_s": server.ready_s,
         "settle_s": settle_s,
     }
