@@ -24,6 +24,7 @@ class Workflow:
         self.fn = fn
         self.name = check_name(name or fn.__name__, "workflow name")
         self.doc = inspect.getdoc(fn) or ""
+        self.signature = inspect.signature(fn)  # inputs are checked against it on submit
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:

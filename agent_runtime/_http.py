@@ -138,11 +138,11 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
         finally:
             await runtime.stop(grace=grace)
 
-    routes = [
+    routes = [  # the busiest first: Starlette tries them in order
+        Route("/v1/runs", create_run, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/v1/workflows", workflows),
-        Route("/v1/runs", create_run, methods=["POST"]),
         Route("/v1/runs", list_runs, methods=["GET"]),
         Route("/v1/runs/{id}", get_run),
         Route("/v1/runs/{id}/events", run_events),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 import uuid
 from collections.abc import Iterable
@@ -192,7 +191,7 @@ class Runtime:
             check_identifier(id, "run id")
         json_text(input, "input")
         try:
-            inspect.signature(wf.fn).bind(**input)
+            wf.signature.bind(**input)
         except TypeError as exc:
             raise InvalidInput(f"input does not fit workflow {workflow!r}: {exc}") from None
         run, created = await self.store.create_run(id or uuid.uuid4().hex, workflow, input)

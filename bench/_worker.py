@@ -30,6 +30,12 @@ def measure(part: str, params: dict[str, Any]) -> dict[str, Any]:
             with _pg.fresh_database(os.environ["LITEFLEET_BENCH_PG"]) as dsn:
                 return _runtime_parts.run(part, dsn, params["workflows"], params["steps"])
         return _runtime_parts.run(part, str(db_path), params["workflows"], params["steps"])
+    if part == "http":
+        import _http_parts
+
+        return _http_parts.run(
+            workdir, params["workflows"], params["steps"], params["clients"], params["idle_submits"]
+        )
     if part in ("dbos_b", "dbos_c"):
         import _dbos_parts
 

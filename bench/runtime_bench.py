@@ -5,6 +5,8 @@ which is on the repository's filesystem):
   a       raw SQLite (APSW, WAL, synchronous=FULL), one INSERT + COMMIT per iteration
   b       agent_runtime, one workflow of 2,000 no-op steps
   c       agent_runtime, 200 concurrent workflows x 50 no-op steps
+  http    c submitted over HTTP to `agent-runtime serve` by --http-clients keep-alive
+          clients; then the latency of a submission to an idle server (see _http_parts.py)
   d       DBOS Transact (SQLite system database) doing b and c (parts dbos_b, dbos_c)
   rss     idle RSS of `agent-runtime serve --app agent_runtime.examples` after /healthz
   pg      b and c on PostgreSQL (parts pg_b, pg_c), only with --pg-dsn / LITEFLEET_BENCH_PG
@@ -12,7 +14,7 @@ which is on the repository's filesystem):
 Figures are medians over --repeat rounds; rounds interleave the parts so that a noisy
 neighbour hits all of them alike. Compare the ratios, not the absolute figures.
 
-    python bench/runtime_bench.py [--quick] [--only a,b,c,d,rss,pg] [--repeat N] [--json OUT]
+    python bench/runtime_bench.py [--quick] [--only a,b,c,http,d,rss,pg] [--repeat N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ PART_GROUPS = {
     "a": ["a"],
     "b": ["b"],
     "c": ["c"],
+    "http": ["http"],
     "d": ["dbos_b", "dbos_c"],
     "rss": ["rss"],
     "pg": ["pg_b", "pg_c"],
 }
-ORDER = ["a", "b", "c", "dbos_b", "dbos_c", "pg_b", "pg_c", "rss"]
+ORDER = ["a", "b", "c", "http", "dbos_b", "dbos_c", "pg_b", "pg_c", "rss"]
 LABELS = {
     "a": "(a) raw SQLite, INSERT+COMMIT",
     "b": "(b) agent_runtime, 1 workflow x {steps_b} steps",
     "c": "(c) agent_runtime, {workflows_c} workflows x {steps_c} steps",
+    "http": "(http) (c) submitted over HTTP",
+    "http_submit": "(http) submit p50, idle server",
     "dbos_b": "(d) DBOS, 1 workflow x {steps_b} steps",
     "dbos_c": "(d) DBOS, {workflows_c} workflows x {steps_c} steps",
     "pg_b": "(b) agent_runtime on PostgreSQL, 1 x {steps_b}",
@@ -71,6 +76,9 @@ TARGETS = [
     Target("(b)/DBOS(b)", "b", "dbos_b", 8.0),
     Target("(c) steps/s", "c", None, 10_000.0),
     Target("(c)/DBOS(c)", "c", "dbos_c", 30.0),
+    Target("(http)/DBOS(c)", "http", "dbos_c", 30.0),
+    Target("(http)/(c)", "http", "c", 0.0),
+    Target("submit p50 ms", "http_submit", None, 1.0, higher_is_better=False),
     Target("idle RSS MiB", "rss", None, 40.0, higher_is_better=False),
     Target("PG (b)/(b)", "pg_b", "b", 0.0),
     Target("PG (c)/(c)", "pg_c", "c", 0.0),
@@ -89,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps-b", type=int, help="steps of the single workflow (default 2000)")
     p.add_argument("--workflows-c", type=int, help="concurrent workflows (default 200)")
     p.add_argument("--steps-c", type=int, help="steps per concurrent workflow (default 50)")
+    p.add_argument("--http-clients", type=int, help="part http: concurrent clients (default 8)")
+    p.add_argument("--idle-submits", type=int, help="part http: idle submissions (default 200)")
     p.add_argument("--settle", type=float, help="idle seconds before reading RSS (default 2)")
     p.add_argument("--timeout", type=float, default=900.0, help="per measurement, seconds")
     p.add_argument(
@@ -106,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "steps_b": 200 if quick else 2000,
         "workflows_c": 20 if quick else 200,
         "steps_c": 10 if quick else 50,
+        "http_clients": 8,
+        "idle_submits": 20 if quick else 200,
         "settle": 0.5 if quick else 2.0,
     }
     for key, value in defaults.items():
@@ -148,6 +160,8 @@ def measure(part: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any
         "steps": args.steps_b if part.endswith("b") else args.steps_c,
         "workflows": 1 if part.endswith("b") else args.workflows_c,
         "settle_s": args.settle,
+        "clients": args.http_clients,
+        "idle_submits": args.idle_submits,
     }
     env = dict(os.environ)
     env.pop("LITEFLEET_BENCH_PG", None)
@@ -200,6 +214,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def submit_latencies(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Part http's idle submission latency, as a figure of its own."""
+    return [
+        {"round": r["round"], "value": r["submit_p50_ms"], "unit": "ms"} if "value" in r else r
+        for r in runs
+    ]
+
+
 def _by_round(summary: dict[str, Any]) -> dict[int, float]:
     """A round's value; (a) runs twice a round, around (b): the geometric mean of the two
     stands for the disk as (b) saw it."""
@@ -239,6 +261,19 @@ def ratios(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def http_detail(runs: list[dict[str, Any]]) -> str:
+    ok = [r for r in runs if "value" in r]
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in ok)
+
+    return (
+        f"{med('posts_per_s'):,.0f} POST/s while runs execute "
+        f"(p50 {med('post_p50_ms'):.1f} ms, p99 {med('post_p99_ms'):.1f} ms, "
+        f"{ok[0]['clients']} clients); idle submit p99 {med('submit_p99_ms'):.2f} ms"
+    )
+
+
 def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
@@ -274,6 +309,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
                     f"transactions, {sp['other_us_per_step']:.0f} us elsewhere; "
                     f"{sp['mean_batch']:.1f} ops/transaction"
                 )
+            if part == "http":
+                print(f"  {'':<48} {'':>10} {http_detail(s['runs'])}")
         else:
             print(f"  {label:<48} {'FAILED':>10}  {s['error']}")
     print()
@@ -282,7 +319,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         if "error" in r:
             print(f"  {r['name']:<16} {'n/a':>10}   ({r['error']})")
             continue
-        op = ">=" if r["name"] != "idle RSS MiB" else "<="
+        op = ">=" if r["name"] not in ("idle RSS MiB", "submit p50 ms") else "<="
         verdict = "" if target is None else ("  met" if r["met"] else "  MISSED")
         goal = "" if target is None else f"target {op} {fmt(target)}"
         print(f"  {r['name']:<16} {fmt(r['value']):>10}   {goal}{verdict}")
@@ -322,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                 shown = f"{fmt(res['value'])} {res['unit']}" if "value" in res else res["error"]
                 print(f"round {rnd + 1}/{args.repeat} {part}: {shown}", file=sys.stderr)
         summary = {p: summarize(runs[p]) for p in parts if p not in skipped}
+        if "http" in summary:
+            parts.insert(parts.index("http") + 1, "http_submit")
+            summary["http_submit"] = summarize(submit_latencies(runs["http"]))
         summary.update({p: {"error": why, "runs": []} for p, why in skipped.items()})
         summary = {p: summary[p] for p in parts}
         result: dict[str, Any] = {
@@ -337,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                 "workflows_c": args.workflows_c,
                 "steps_c": args.steps_c,
                 "settle_s": args.settle,
+                "http_clients": args.http_clients,
+                "idle_submits": args.idle_submits,
             },
             "parts": summary,
             "ratios": ratios(summary),
