@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL: how long a claimed run stays with a runtime that stopped renewing "
         "(a killed runtime's runs move to another after this); default 30",
     )
+    s.add_argument(
+        "--lease-file",
+        default=None,
+        help="run steps only while this file confirms the tenant's lease (written by the "
+        "supervisor; see agent_runtime/_lease_gate.py); default: $AGENT_RUNTIME_LEASE_FILE",
+    )
     s.add_argument("--log-level", default="info", choices=LEVELS, help="default info")
     _cli_replay.add_parser(sub)
     return p
@@ -106,6 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         synchronous=args.synchronous,
         lease_seconds=args.lease_seconds,
+        lease_file=args.lease_file or os.environ.get("AGENT_RUNTIME_LEASE_FILE") or None,
     )
     app = build_app(runtime, token=token, grace=args.grace)
     config = uvicorn.Config(

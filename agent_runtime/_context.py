@@ -112,6 +112,7 @@ class WorkflowContext:
         on_wait: Callable[[float | None], None],
         executor: Executor | None = None,
         pacer: Pacer | None = None,
+        lease_held: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -121,6 +122,7 @@ class WorkflowContext:
         self._on_wait = on_wait
         self._executor = executor
         self._pacer = pacer or Pacer()
+        self._lease_held = lease_held
         self._step_tasks: dict[asyncio.Task[Any], str] = {}  # tasks inside _run_step: step
         self._next = 0
         self._events: dict[int, list[Event]] = {}
@@ -214,6 +216,10 @@ class WorkflowContext:
         while True:
             if self._draining():
                 raise Draining()
+            if not self._lease_held():
+                # No step starts without the tenant's lease: the run is interrupted and
+                # continues from its history once the lease is confirmed again.
+                raise StoreUnavailable("the tenant's lease is not confirmed")
             try:
                 result = to_json_value(await self._invoke(step, args, kwargs), "step result")
             except asyncio.CancelledError:

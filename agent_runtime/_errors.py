@@ -94,6 +94,14 @@ class StorageError(AgentRuntimeError):
         self.hint = hint
 
 
+class StorageFull(StorageError):
+    """The database's disk is full (SQLITE_FULL, or its WAL cannot grow). Nothing was
+    written; writes succeed again once space is freed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="free disk space on the database's volume")
+
+
 MAX_ERROR_MESSAGE = 4000  # characters of an exception's message kept in history
 
 

@@ -12,6 +12,9 @@ thread hand-offs per step. It blocks the caller for the fsync, so it is for that
 
 If a batch fails (a bug in one op, a constraint we did not expect), it is rolled back and
 each op is retried in a transaction of its own, so one bad op cannot fail its neighbours.
+A full disk fails each op with ``StorageFull`` (the transaction is rolled back: nothing is
+half-written). ``guard``, when set, runs right before each COMMIT and aborts the
+transaction by raising (the lease gate: no commit once the tenant's lease is unconfirmed).
 ``SQLITE_BUSY`` (for example Litestream holding the lock during a checkpoint) is retried
 with backoff by ``call_with_retry``.
 """
@@ -29,6 +32,7 @@ from typing import Any, cast
 import apsw
 
 from . import _metrics
+from ._errors import StorageFull
 
 MAX_BATCH = 512
 BUSY = object()  # try_inline: the writer is busy, submit instead
@@ -61,6 +65,7 @@ class GroupCommitWriter:
         self._error: BaseException | None = None
         self._conn: apsw.Connection | None = None
         self._busy = threading.Lock()  # held while a transaction is in progress
+        self.guard: Callable[[], None] | None = None  # raises to refuse a COMMIT
 
     def start(self) -> None:
         self._thread.start()
@@ -132,9 +137,11 @@ class GroupCommitWriter:
     def _commit(self, conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
         started = time.perf_counter()
         try:
-            results: list[tuple[bool, Any]] = call_with_retry(lambda: _transaction(conn, batch))
+            results: list[tuple[bool, Any]] = call_with_retry(
+                lambda: _transaction(conn, batch, self.guard)
+            )
         except Exception:  # each op again in its own transaction: only the bad one fails
-            results = [_one(conn, item) for item in batch]
+            results = [_one(conn, item, self.guard) for item in batch]
         _metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         _metrics.BATCH_SIZE.observe(len(batch))
         return results
@@ -151,10 +158,14 @@ class GroupCommitWriter:
                 loop.call_soon_threadsafe(_resolve, items)
 
 
-def _transaction(conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
+def _transaction(
+    conn: apsw.Connection, batch: list[_Item], guard: Callable[[], None] | None
+) -> list[tuple[bool, Any]]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         results = [(True, op(conn, *args)) for op, args, _, _ in batch]
+        if guard is not None:
+            guard()
         conn.execute("COMMIT")
     except BaseException:
         if not conn.getautocommit():
@@ -163,12 +174,24 @@ def _transaction(conn: apsw.Connection, batch: list[_Item]) -> list[tuple[bool, 
     return results
 
 
-def _one(conn: apsw.Connection, item: _Item) -> tuple[bool, Any]:
+def _one(conn: apsw.Connection, item: _Item, guard: Callable[[], None] | None) -> tuple[bool, Any]:
     try:
-        results: list[tuple[bool, Any]] = call_with_retry(lambda: _transaction(conn, [item]))
+        results: list[tuple[bool, Any]] = call_with_retry(lambda: _transaction(conn, [item], guard))
         return results[0]
     except Exception as exc:
-        return (False, exc)
+        return (False, full_as_storage_full(exc))
+
+
+_SHM_SIZE = apsw.mapping_extended_result_codes["SQLITE_IOERR_SHMSIZE"]
+
+
+def full_as_storage_full(exc: Exception) -> Exception:
+    """SQLITE_FULL (or a WAL index that cannot grow) as ``StorageFull``; others as they are."""
+    if isinstance(exc, apsw.FullError) or (
+        isinstance(exc, apsw.IOError) and getattr(exc, "extendedresult", None) == _SHM_SIZE
+    ):
+        return StorageFull(f"the database's disk is full ({exc})")
+    return exc
 
 
 def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -16,10 +16,17 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import _metrics
-from ._errors import InvalidInput, RunNotFound, SignalBufferFull, WorkflowNotFound
+from ._errors import (
+    InvalidInput,
+    RunNotFound,
+    SignalBufferFull,
+    StorageFull,
+    WorkflowNotFound,
+)
 from ._http_json import MAX_BODY, BodyTooLarge, JSONErrors, MalformedBody
 from ._http_json import SafeJSONResponse as JSONResponse  # every response encodes safely
 from ._http_json import read_json as _read_json
+from ._lease_gate import LeaseUnconfirmed
 from ._runtime import Runtime
 from ._store import Event, Run, RunStatus
 
@@ -65,7 +72,15 @@ def event_json(ev: Event) -> dict[str, Any]:
 
 def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0) -> Starlette:
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "backend": runtime.store.backend})
+        # 200 even without the lease: a health check must not kill a tenant that only lost
+        # its object store; "degraded" says it executes nothing and refuses writes.
+        body: dict[str, Any] = {"status": "ok", "backend": runtime.store.backend}
+        lease = runtime.lease()
+        if lease is not None:
+            body["lease"] = lease.as_json()
+            if not lease.held:
+                body["status"] = "degraded"
+        return JSONResponse(body)
 
     async def create_run(request: Request) -> Response:
         body = await _read_json(request)
@@ -127,7 +142,7 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
 
     async def metrics(request: Request) -> Response:
         counts = await runtime.store.count_by_status()
-        text = _metrics.render(counts, [s.value for s in RunStatus])
+        text = _metrics.render(counts, [s.value for s in RunStatus], runtime.lease_metrics())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @contextlib.asynccontextmanager
@@ -166,6 +181,12 @@ def _error(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
 
 _DEFAULT_MESSAGES = {413: f"request body is larger than {MAX_BODY} bytes"}
 
+
+async def _lease_unconfirmed(request: Request, exc: Exception) -> Response:
+    retry = str(getattr(exc, "retry_after", 5))
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": retry})
+
+
 _ERRORS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
     MalformedBody: _error(400),
     InvalidInput: _error(422),
@@ -174,6 +195,8 @@ _ERRORS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response
     Conflict: _error(409),
     BodyTooLarge: _error(413),
     SignalBufferFull: _error(429),
+    LeaseUnconfirmed: _lease_unconfirmed,
+    StorageFull: _error(507),
 }
 
 

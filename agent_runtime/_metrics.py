@@ -76,7 +76,11 @@ LOOP_BLOCKED = Histogram(
 )
 
 
-def render(runs_by_status: dict[str, int], statuses: Iterable[str]) -> str:
+def render(
+    runs_by_status: dict[str, int],
+    statuses: Iterable[str],
+    lease: tuple[bool, float] | None = None,
+) -> str:
     lines = [
         "# HELP agent_runtime_runs Runs in the database by status.",
         "# TYPE agent_runtime_runs gauge",
@@ -84,4 +88,15 @@ def render(runs_by_status: dict[str, int], statuses: Iterable[str]) -> str:
     lines += [f'agent_runtime_runs{{status="{s}"}} {runs_by_status.get(s, 0)}' for s in statuses]
     for metric in (STEPS_COMMITTED, COMMIT_SECONDS, BATCH_SIZE, LOOP_BLOCKED):
         lines.extend(metric.render())
+    if lease is not None:  # only with a lease file (agent-runtime serve --lease-file)
+        held, valid = lease
+        lines += [
+            "# HELP agent_runtime_lease_held 1 while the tenant's lease is confirmed"
+            " (steps run), 0 otherwise.",
+            "# TYPE agent_runtime_lease_held gauge",
+            f"agent_runtime_lease_held {int(held)}",
+            "# HELP agent_runtime_lease_valid_seconds Seconds the confirmed lease still covers.",
+            "# TYPE agent_runtime_lease_valid_seconds gauge",
+            f"agent_runtime_lease_valid_seconds {valid:.3f}",
+        ]
     return "\n".join(lines) + "\n"

@@ -124,8 +124,9 @@ class _Writer:
     transaction. A lone job waits for nobody; under load many share a WAL flush. A job's
     future resolves only after COMMIT returned."""
 
-    def __init__(self, dsn: str, name: str) -> None:
+    def __init__(self, dsn: str, name: str, guard: Callable[[], Callable[[], None] | None]) -> None:
         self._dsn = dsn
+        self._guard = guard  # the store's current commit guard
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._conn: Conn | None = None
         self._task = asyncio.create_task(self._loop(), name=name)
@@ -173,6 +174,9 @@ class _Writer:
                 piped = self._conn.pipeline() if len(batch) > 1 else nullcontext()
                 async with piped, self._conn.transaction():
                     results = await op_write_batch(self._conn, [(j.run_id, j.work) for j in batch])
+                    guard = self._guard()
+                    if guard is not None:
+                        guard()  # raising rolls the transaction back
             except psycopg.OperationalError as exc:
                 if attempt == _ATTEMPTS:
                     for job in batch:
@@ -222,6 +226,7 @@ class PostgresStore:
         self._writers: list[_Writer] = []
         self._listener: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
+        self.commit_guard: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redacted(self.dsn)}>"
@@ -248,6 +253,12 @@ class PostgresStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
+
+    def _guard(self) -> None:
+        # Writes in a transaction of their own are checked before they start (those of the
+        # group-commit writer right before COMMIT).
+        if self.commit_guard is not None:
+            self.commit_guard()
 
     async def _write(self, run_id: str, work: Work) -> Any:
         """Queue a fenced write for its group-commit writer and wait for the commit."""
@@ -285,7 +296,10 @@ class PostgresStore:
             raise
         except psycopg.Error as exc:
             raise self._error(exc) from exc
-        self._writers = [_Writer(self.dsn, f"postgres-writer-{i}") for i in range(self._n_writers)]
+        self._writers = [
+            _Writer(self.dsn, f"postgres-writer-{i}", lambda: self.commit_guard)
+            for i in range(self._n_writers)
+        ]
 
     async def close(self) -> None:
         writers, self._writers = self._writers, []
@@ -313,6 +327,7 @@ class PostgresStore:
     async def create_run(
         self, run_id: str, workflow: str, input: dict[str, Any]
     ) -> tuple[Run, bool]:
+        self._guard()
         return await self._call(ops.op_create_run, run_id, workflow, input)
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -343,10 +358,12 @@ class PostgresStore:
     async def claim(self, owner: str, now: float, limit: int, lease_s: float) -> list[Run]:
         if limit < 1:
             return []
+        self._guard()
         return await self._call(ops.op_claim, owner, now, limit, lease_s)
 
     async def renew(self, owner: str, run_ids: Sequence[str], lease_s: float) -> None:
         if run_ids:
+            self._guard()
             await self._call(ops.op_renew, owner, sorted(run_ids), lease_s)
 
     async def append(
@@ -366,6 +383,7 @@ class PostgresStore:
     # -- signals
 
     async def send_signal(self, run_id: str, name: str, payload: Any) -> Run | None:
+        self._guard()
         return await self._call(ops.op_send_signal, run_id, name, payload)
 
     async def take_signal(
@@ -383,6 +401,7 @@ class PostgresStore:
         return outcome
 
     async def cancel(self, run_id: str) -> Run | None:
+        self._guard()
         return await self._call(ops.op_cancel, run_id)
 
     async def next_wake_at(self) -> float | None:

@@ -32,6 +32,8 @@ from ._context import (
 )
 from ._definitions import Workflow
 from ._errors import InvalidInput, RunNotFound, WorkflowNotFound, error_dict
+from ._lease_gate import POLL as LEASE_POLL
+from ._lease_gate import LeaseGate, LeaseState
 from ._limits import check_identifier, check_name, check_run_ref, json_text
 from ._loop_guard import BLOCK_THRESHOLD, LoopWatchdog, Pacer, on_stack
 from ._store import Event, EventKind, Run, RunPage, RunStatus, Store, Transition
@@ -82,6 +84,7 @@ class Runtime:
         lease_seconds: float = 30.0,
         poll_seconds: float | None = None,
         loop_block_threshold: float = BLOCK_THRESHOLD,
+        lease_file: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInput("concurrency must be >= 1")
@@ -108,6 +111,8 @@ class Runtime:
         self._block_threshold = loop_block_threshold
         self._watchdog: LoopWatchdog | None = None
         self._contexts: dict[str, tuple[str, WorkflowContext]] = {}  # run id: workflow, ctx
+        # Steps run and commits happen only while the tenant's lease is confirmed.
+        self._gate = LeaseGate(lease_file) if lease_file else None
 
     # -- lifecycle
 
@@ -115,6 +120,8 @@ class Runtime:
         if self._started:
             return
         await self.store.open()
+        if self._gate is not None:
+            self.store.commit_guard = self._gate.check
         self._executor = ThreadPoolExecutor(
             max_workers=min(32, self.concurrency + 4), thread_name_prefix="agent-runtime-step"
         )
@@ -181,6 +188,7 @@ class Runtime:
         self, workflow: str, input: dict[str, Any] | None = None, *, id: str | None = None
     ) -> tuple[Run, bool]:
         """Like ``submit``; also says whether the run was created (False: ``id`` existed)."""
+        self._require_lease()
         wf = self.workflows.get(workflow)
         if wf is None:
             raise WorkflowNotFound(workflow)
@@ -229,6 +237,7 @@ class Runtime:
         return await self.store.history(run_id)
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> Run:
+        self._require_lease()
         check_identifier(name, "signal name")
         json_text(payload, "signal payload")
         run = await self.store.send_signal(check_run_ref(run_id), name, payload)
@@ -240,6 +249,7 @@ class Runtime:
         return run
 
     async def cancel(self, run_id: str) -> Run:
+        self._require_lease()
         run = await self.store.cancel(check_run_ref(run_id))
         if run is None:
             raise RunNotFound(run_id)
@@ -272,6 +282,33 @@ class Runtime:
             raise RuntimeError(f"run {run_id} {run.status}: {detail}")
         return run.result
 
+    def lease(self) -> LeaseState | None:
+        """The tenant's lease as the gate sees it (None: no lease file, no gate)."""
+        return None if self._gate is None else self._gate.state()
+
+    def lease_metrics(self) -> tuple[bool, float] | None:
+        """(held, seconds of validity left) for /metrics; None without a gate."""
+        if self._gate is None:
+            return None
+        return self._gate.state().held, self._gate.valid_seconds()
+
+    def _require_lease(self) -> None:
+        if self._gate is not None:
+            self._gate.check()
+
+    def _lease_held(self) -> bool:
+        return self._gate is None or self._gate.allows()
+
+    async def _await_lease(self) -> None:
+        """Hold the scheduler (no claim, no release, so no write) until the lease is back."""
+        lease = self.lease()
+        log.warning("lease_unconfirmed", **(lease.as_json() if lease else {}))
+        while not self._draining and not self._lease_held():
+            await asyncio.sleep(LEASE_POLL)
+        if not self._draining:
+            log.info("lease_confirmed")
+            self._maybe_runnable = True
+
     # -- scheduling
 
     def _wake(self) -> None:
@@ -295,6 +332,9 @@ class Runtime:
     async def _schedule_loop(self) -> None:
         next_poll = 0.0
         while not self._draining:
+            if not self._lease_held():
+                await self._await_lease()
+                continue
             if self._orphans:
                 await self._release_orphans()
             now = time.time()
@@ -362,7 +402,7 @@ class Runtime:
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease / 3)
-            if self._active:
+            if self._active and self._lease_held():
                 try:
                     await self.store.renew(self.owner, list(self._active), self._lease)
                 except Exception as exc:
@@ -425,6 +465,7 @@ class Runtime:
             owner=self.owner,
             history=history,
             draining=lambda: self._draining,
+            lease_held=self._lease_held,
             solo=lambda: len(self._active) == 1,
             on_wait=self._on_wait,
             executor=self._executor,

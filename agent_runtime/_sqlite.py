@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import apsw
@@ -374,6 +374,14 @@ class SQLiteStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def commit_guard(self) -> Callable[[], None] | None:
+        return self._writer.guard
+
+    @commit_guard.setter
+    def commit_guard(self, guard: Callable[[], None] | None) -> None:
+        self._writer.guard = guard
 
     def _read(self) -> apsw.Connection:
         if self._reader is None:

@@ -14,13 +14,15 @@ Contract (tests/test_store_contract.py runs the same suite against each backend)
   ``False``/``None`` and writes nothing.
 - When an ``append`` returns, its events are durable (committed; fsynced at
   synchronous=FULL). Concurrent appends may share one transaction (group commit).
+- ``commit_guard``, when set, is called before a write commits (right before COMMIT for
+  group-committed writes): raising aborts the write, and nothing of it is stored.
 - Timestamps are float seconds since the epoch (UTC).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,6 +122,7 @@ class Store(Protocol):
 
     backend: str  # "sqlite" | "postgres"
     exclusive: bool  # True when one process owns the whole database (SQLite)
+    commit_guard: Callable[[], None] | None  # raises to refuse a commit (the lease gate)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
