@@ -46,6 +46,7 @@ bench: setup engine images postgres
 	$(BIN)/pip install -q -e '.[bench]'
 	LITEFLEET_BENCH_PG="$$(bash images/postgres.sh url)" $(BIN)/python bench/runtime_bench.py
 	LITEFLEET_BENCH_PG="$$(bash images/postgres.sh url)" $(BIN)/python bench/pydantic_ai_bench.py
+	$(BIN)/python bench/responsiveness_bench.py
 
 lint: setup
 	$(BIN)/ruff check agent_runtime fleet tests bench
