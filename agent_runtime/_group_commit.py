@@ -6,9 +6,10 @@ load, many runs share one fsync, and a lone request waits for nobody (no timer, 
 latency). A caller's future resolves only after COMMIT returned, so nothing is reported
 done before it is durable.
 
-When the caller knows nobody else is writing (a single active run), ``try_inline`` commits
-on the caller's thread while the writer is idle: a sequential workflow then skips two
-thread hand-offs per step. It blocks the caller for the fsync, so it is for that case only.
+When the caller knows nobody else is writing (a single active run; a submission to an idle
+writer, at most one per loop iteration), ``try_inline`` commits on the caller's thread while
+the writer is idle: a sequential workflow then skips two thread hand-offs per step. It
+blocks the caller for the fsync, so it is for those cases only.
 
 If a batch fails (a bug in one op, a constraint we did not expect), it is rolled back and
 each op is retried in a transaction of its own, so one bad op cannot fail its neighbours.

@@ -459,3 +459,28 @@ class TestStoreContract:
         assert await store.next_wake_at() == now + 30
         await store.claim("w1", now + 60, 10, 30.0)  # wakes c and b
         assert await store.next_wake_at() == now + 100
+
+    # -- the commit guard (the lease gate)
+
+    async def test_commit_guard_refuses_writes_and_nothing_is_stored(self, store: Store) -> None:
+        await running(store, "g")
+
+        def refuse() -> None:
+            raise RuntimeError("no lease")
+
+        store.commit_guard = refuse
+        try:
+            with pytest.raises(RuntimeError, match="no lease"):
+                await store.append("g", "w1", [step_done(0, "late")])
+            with pytest.raises(RuntimeError, match="no lease"):
+                await store.create_run("h", "wf", {})
+            with pytest.raises(RuntimeError, match="no lease"):
+                await store.cancel("g")
+        finally:
+            store.commit_guard = None
+        assert [e.kind for e in await store.history("g")] == ["run_submitted"]
+        assert await store.get_run("h") is None
+        run = await store.get_run("g")
+        assert run is not None and run.status == "running"
+        stored = await store.append("g", "w1", [step_done(0, "on time")])
+        assert stored is not None and stored[0].data == {"result": "on time"}
