@@ -88,7 +88,7 @@ TARGETS = [
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round")
-    p.add_argument("--only", default="a,b,c,d,rss,pg", help="parts to run (default: all)")
+    p.add_argument("--only", default="a,b,c,http,d,rss,pg", help="parts to run (default: all)")
     p.add_argument("--repeat", type=int, help="rounds; the median is reported (default 5)")
     p.add_argument("--dbos-repeat", type=int, help="rounds that include DBOS (default 3)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
