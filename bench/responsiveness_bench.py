@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -288,6 +289,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     shown_args = argv if argv is not None else sys.argv[1:]
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     base = args.dir or REPO / "build"
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-resp-", dir=base))
@@ -296,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = measure(server, args)
         result = {
             "command": " ".join(["python", "bench/responsiveness_bench.py", *shown_args]),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started": started,
+            "load_average": os.getloadavg(),
             "machine": _machine.describe(tmp, REPO),
             "scenarios": scenarios,
         }
