@@ -325,7 +325,7 @@ class PostgresStore:
     # -- runs
 
     async def create_run(
-        self, run_id: str, workflow: str, input: dict[str, Any]
+        self, run_id: str, workflow: str, input: dict[str, Any], *, solo: bool = False
     ) -> tuple[Run, bool]:
         self._guard()
         return await self._call(ops.op_create_run, run_id, workflow, input)

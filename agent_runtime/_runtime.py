@@ -202,7 +202,9 @@ class Runtime:
             wf.signature.bind(**input)
         except TypeError as exc:
             raise InvalidInput(f"input does not fit workflow {workflow!r}: {exc}") from None
-        run, created = await self.store.create_run(id or uuid.uuid4().hex, workflow, input)
+        run, created = await self.store.create_run(
+            id or uuid.uuid4().hex, workflow, input, solo=not self._active
+        )
         if created:
             self._wake()
             log.info("run_submitted", run_id=run.id, workflow=workflow)

@@ -391,12 +391,12 @@ class SQLiteStore:
     # -- runs
 
     async def create_run(
-        self, run_id: str, workflow: str, input: dict[str, Any]
+        self, run_id: str, workflow: str, input: dict[str, Any], *, solo: bool = False
     ) -> tuple[Run, bool]:
-        # A submission to an idle writer commits on the loop thread: the two thread
+        # With nothing executing, a submission commits on the loop thread: the two thread
         # hand-offs cost about as much as the commit itself on an idle server. Only one per
         # loop iteration, so that a burst of submissions still shares one group commit.
-        if not self._inlined_this_turn:
+        if solo and not self._inlined_this_turn:
             done = self._writer.try_inline(_create_run_txn, self._seqs, run_id, workflow, input)
             if done is not BUSY:
                 self._inlined_this_turn = True

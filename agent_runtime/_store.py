@@ -129,8 +129,11 @@ class Store(Protocol):
 
     # -- runs
     async def create_run(
-        self, run_id: str, workflow: str, input: dict[str, Any]
-    ) -> tuple[Run, bool]: ...
+        self, run_id: str, workflow: str, input: dict[str, Any], *, solo: bool = False
+    ) -> tuple[Run, bool]:
+        """``solo``: no run is executing (a latency hint, as for ``append``)."""
+        ...
+
     async def get_run(self, run_id: str) -> Run | None: ...
     async def list_runs(
         self,
