@@ -19,7 +19,11 @@ from fleet.supervisor.s3 import S3Failure, S3Settings
 
 def live_elsewhere(s3: S3Settings, tenant: str, container_id: str = "") -> lease.Lease | None:
     """The tenant's lease when another holder's is live; None when it is free, expired, or
-    held by ``container_id`` (the same container restarting)."""
+    held by ``container_id`` (the same container restarting).
+
+    Advisory: "expired" is read on this host's wall clock, to refuse a second ``up`` early and
+    with a clear message. What keeps two writers apart is the keeper of the new container,
+    which takes another holder's lease only after seeing it unchanged for a full ttl."""
     try:
         current = lease.read(s3, tenant)
     except S3Failure as exc:
@@ -42,10 +46,10 @@ def refuse_if_leased(s3: S3Settings, tenant: str, container_id: str = "") -> Non
 
 
 def take_over(s3: S3Settings, tenant: str, container_id: str = "") -> None:
-    """Revoke a live lease of another holder, then wait until its expiry: a holder that
-    reaches S3 stops at its next renewal (412), one that cannot stops itself at least 1 s
-    before that expiry, so only then is it certain that nobody else replicates (at most one
-    TTL). Nothing to do when the lease is not live elsewhere."""
+    """Revoke a live lease of another holder, then wait one ttl on this host's monotonic
+    clock: a holder that reaches S3 stops at its next renewal (412), one that cannot stops
+    itself within a ttl of its last renewal, which happened before the revoke. Only then is it
+    certain that nobody else replicates. Nothing to do when the lease is not live elsewhere."""
     current = live_elsewhere(s3, tenant, container_id)
     if current is None:
         return
@@ -54,7 +58,7 @@ def take_over(s3: S3Settings, tenant: str, container_id: str = "") -> None:
         lease.revoke(s3, tenant, by="fleet --force-takeover")
     except S3Failure as exc:
         raise ObjectStoreError(f"cannot check the lease of {tenant!r}: {exc}") from None
-    time.sleep(max(0.0, current.expires_at - time.time()))
+    time.sleep(current.ttl)
 
 
 def forget(s3: S3Settings, tenant: str) -> None:

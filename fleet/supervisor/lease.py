@@ -5,17 +5,27 @@ unrestorable, and Litestream has no fence of its own. The fence is ``leases/<ten
 the tenant's bucket (outside ``tenants/<tenant>/``, which belongs to Litestream)::
 
     {"tenant", "holder": "host/container" | null, "host", "container", "generation",
-     "expires_at", "renewed_at", "nonce"}
+     "ttl", "expires_at", "renewed_at", "revoked_by", "nonce"}
 
-- Taking it is a conditional write: ``If-None-Match: *`` creates it, ``If-Match: <etag>``
-  replaces the version that was read. Two contenders cannot both win (S3 and moto >= 5.2
-  answer 412 to the loser). Every write carries a fresh nonce so no two bodies share an ETag.
-- A lease is live while ``holder`` is set and ``expires_at`` (wall clock, so hosts need NTP)
-  lies ahead. A live lease of another holder is only replaced by a takeover (``revoke``), which
-  bumps ``generation`` and clears ``holder``.
-- The holder renews every RENEW_S with ``If-Match``; a 412 means it was taken over. What the
-  holder then does (stop replicating at once, without a final sync) is the keeper's job
-  (keeper.py). On a clean stop the keeper releases the lease after Litestream's final sync.
+- Every write is conditional: ``If-None-Match: *`` creates it, ``If-Match: <etag>`` replaces
+  the version that was read. Two writers cannot both win (S3 and moto >= 5.2 answer 412 to the
+  loser). Every write carries a fresh nonce, so no two versions share an ETag.
+- No decision depends on comparing two hosts' wall clocks (a contender whose clock ran 16 s
+  ahead once took over a lease that had just been renewed). ``expires_at`` and ``renewed_at``
+  are for people and for the fleet's advisory check (``Lease.live``), nothing else:
+  - a contender takes another holder's lease only after it has seen the *same version* (ETag)
+    for a full ``ttl`` on its own monotonic clock (``Contender``), and then only with
+    ``If-Match`` on that version;
+  - the holder counts its own validity from the moment it *sent* its last successful write
+    (``Held.valid_until``): the store cannot have stored that version earlier, so no
+    contender can have seen it for a full ttl before ``sent + ttl``. The holder stops its
+    writers ``fence margin`` before that, on its own monotonic clock.
+  The two clocks only need to tick at the same rate (a margin of 1 s in 15 s).
+- A free lease (``holder`` null: released after a final sync, or revoked by a takeover whose
+  author waits a ttl) and the holder's own lease (the same container restarting) are taken
+  at once.
+- The holder renews every RENEW_S; a 412 means it was taken over, and what the holder then
+  does (stop replicating at once, without a final sync) is the keeper's job (keeper.py).
 
 Used inside the container (the keeper) and by the fleet (fleet.storage.fence).
 """
@@ -27,17 +37,18 @@ import os
 import time
 
 from .layout import lease_key
-from .s3 import HTTP_TIMEOUT_S, S3Failure, S3Settings, request
+from .s3 import HTTP_TIMEOUT_S, S3Failure, S3Settings, request, timed_request
 
 # Annotations only: typing and dataclasses (inspect) would add ~3 MB to the keeper's RSS.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 TTL_S = 15.0
 RENEW_S = 5.0
-EXIT_LEASE = 75  # EX_TEMPFAIL: the keeper did not get, or lost, the lease
-_FENCE_MARGIN_S = 1.0  # stop replicating at least this long before the lease expires
+EXIT_LEASE = 75  # EX_TEMPFAIL: kept for the fleet's messages about older containers
+_FENCE_MARGIN_S = 1.0  # the holder stops its writers at least this long before its ttl ends
 
 
 class PreconditionFailed(Exception):
@@ -69,6 +80,7 @@ class Lease:
         "renewed_at",
         "etag",
         "revoked_by",
+        "ttl",
     )
 
     def __init__(
@@ -82,16 +94,18 @@ class Lease:
         renewed_at: float,
         etag: str = "",
         revoked_by: str | None = None,
+        ttl: float = TTL_S,
     ) -> None:
         self.tenant = tenant
         self.holder = holder  # "host/container", None when free
         self.host = host
         self.container = container
         self.generation = generation
-        self.expires_at = expires_at
+        self.expires_at = expires_at  # the writer's wall clock: informative only
         self.renewed_at = renewed_at
         self.etag = etag
         self.revoked_by = revoked_by
+        self.ttl = ttl  # how long a contender must see this version unchanged
 
     def replace(self, **changes: Any) -> Lease:
         return Lease(**{**{f: getattr(self, f) for f in self._FIELDS}, **changes})
@@ -100,6 +114,8 @@ class Lease:
         return f"Lease({self.tenant!r}, {self.describe()}, etag={self.etag})"
 
     def live(self, now: float | None = None) -> bool:
+        """Held and not expired by this host's wall clock: advisory (the fleet refuses a
+        second ``up`` early with it); the keeper never decides on it."""
         return self.holder is not None and self.expires_at > (time.time() if now is None else now)
 
     def describe(self, now: float | None = None) -> str:
@@ -114,11 +130,21 @@ class Lease:
         )
 
 
-class LeaseHeld(Exception):
-    """Another holder's lease is live."""
+class Held:
+    """A lease this process wrote, and until when (monotonic) it may act as the holder."""
 
-    def __init__(self, lease: Lease) -> None:
-        super().__init__(f"tenant {lease.tenant!r} is {lease.describe()}")
+    __slots__ = ("lease", "valid_until")
+
+    def __init__(self, lease: Lease, sent_at: float) -> None:
+        self.lease = lease
+        self.valid_until = sent_at + lease.ttl - fence_margin(lease.ttl)
+
+
+class LeaseHeld(Exception):
+    """Another holder's lease is live (it changed while we watched, or we gave up waiting)."""
+
+    def __init__(self, lease: Lease, why: str = "") -> None:
+        super().__init__(f"tenant {lease.tenant!r} is {lease.describe()}{why}")
         self.lease = lease
 
 
@@ -126,8 +152,18 @@ class LeaseLost(Exception):
     """The lease was taken over (or released by someone else) since we last wrote it."""
 
 
-def read(s3: S3Settings, tenant: str) -> Lease | None:
-    status, headers, body = request(s3, "GET", lease_key(tenant))
+def fence_margin(ttl: float) -> float:
+    return min(_FENCE_MARGIN_S, ttl / 10)
+
+
+def renewal_budget(ttl: float) -> float:
+    """How long one renewal may take, DNS lookup included; scaled down for short TTLs (tests)
+    so that a renewal still fits in the lease."""
+    return min(HTTP_TIMEOUT_S, ttl / 5)
+
+
+def read(s3: S3Settings, tenant: str, timeout: float = HTTP_TIMEOUT_S) -> Lease | None:
+    status, headers, body = request(s3, "GET", lease_key(tenant), timeout=timeout)
     if status == 404:
         return None
     if status != 200:
@@ -144,6 +180,7 @@ def read(s3: S3Settings, tenant: str) -> Lease | None:
             renewed_at=float(d.get("renewed_at", 0.0)),
             etag=headers.get("etag", ""),
             revoked_by=d.get("revoked_by"),
+            ttl=float(d.get("ttl") or TTL_S),
         )
     except (ValueError, KeyError, TypeError):
         raise S3Failure(f"{lease_key(tenant)} is not a lease object") from None
@@ -151,7 +188,7 @@ def read(s3: S3Settings, tenant: str) -> Lease | None:
 
 def _write(
     s3: S3Settings, lease: Lease, *, if_match: str | None, timeout: float = HTTP_TIMEOUT_S
-) -> Lease:
+) -> Held:
     body = json.dumps(
         {
             "tenant": lease.tenant,
@@ -159,6 +196,7 @@ def _write(
             "host": lease.host,
             "container": lease.container,
             "generation": lease.generation,
+            "ttl": lease.ttl,
             "expires_at": lease.expires_at,
             "renewed_at": lease.renewed_at,
             "revoked_by": lease.revoked_by,
@@ -166,7 +204,7 @@ def _write(
         }
     ).encode()
     cond = {"if-match": if_match} if if_match else {"if-none-match": "*"}
-    status, headers, _ = request(
+    status, headers, _, sent_at = timed_request(
         s3,
         "PUT",
         lease_key(lease.tenant),
@@ -178,16 +216,12 @@ def _write(
         raise PreconditionFailed(lease.tenant)
     if status != 200:
         raise S3Failure(f"PUT {lease_key(lease.tenant)}: HTTP {status}")
-    return lease.replace(etag=headers.get("etag", ""))
+    return Held(lease.replace(etag=headers.get("etag", "")), sent_at)
 
 
-def acquire(s3: S3Settings, tenant: str, holder: Holder, ttl: float = TTL_S) -> Lease:
-    """Take the lease: free, expired or already ours. LeaseHeld when another holder's is live."""
-    current = read(s3, tenant)
+def _ours(tenant: str, holder: Holder, ttl: float, current: Lease | None) -> Lease:
     now = time.time()
-    if current is not None and current.live(now) and current.holder != holder.id:
-        raise LeaseHeld(current)
-    new = Lease(
+    return Lease(
         tenant=tenant,
         holder=holder.id,
         host=holder.host,
@@ -195,28 +229,67 @@ def acquire(s3: S3Settings, tenant: str, holder: Holder, ttl: float = TTL_S) -> 
         generation=(current.generation + 1) if current else 1,
         expires_at=now + ttl,
         renewed_at=now,
+        ttl=ttl,
     )
-    try:
-        return _write(s3, new, if_match=current.etag if current else None)
-    except PreconditionFailed:
-        latest = read(s3, tenant)  # someone else won the race
-        raise LeaseHeld(latest or new) from None
 
 
-def renewal_budget(ttl: float) -> tuple[float, float]:
-    """(longest a renewal may take, margin before expiry by which the holder has stopped),
-    scaled down for short TTLs (tests) so that a renewal still fits in the lease."""
-    return min(HTTP_TIMEOUT_S, ttl / 5), min(_FENCE_MARGIN_S, ttl / 10)
+class Contender:
+    """Takes a tenant's lease for ``holder``: at once when it is free or already ours,
+    otherwise only once this process has seen the same version for a full ttl (the longer
+    of the holder's and its own) on its monotonic clock. Call ``try_take`` repeatedly."""
+
+    def __init__(
+        self,
+        s3: S3Settings,
+        tenant: str,
+        holder: Holder,
+        ttl: float = TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.s3, self.tenant, self.holder, self.ttl, self.clock = s3, tenant, holder, ttl, clock
+        self.seen_etag: str | None = None
+        self.seen_at = 0.0
+
+    def wait_left(self, current: Lease) -> float:
+        """Seconds until ``current`` (another holder's) may be taken, from what we saw."""
+        now = self.clock()
+        if current.etag != self.seen_etag:
+            self.seen_etag, self.seen_at = current.etag, now
+        return max(self.ttl, current.ttl) - (now - self.seen_at)
+
+    def try_take(self) -> Held:
+        """The lease, or LeaseHeld (with how long this version has still to stay unchanged);
+        S3Failure when the store does not answer."""
+        current = read(self.s3, self.tenant)
+        if current is not None and current.holder not in (None, self.holder.id):
+            left = self.wait_left(current)
+            if left > 0:
+                raise LeaseHeld(current, f"; unchanged for a ttl in {left:.0f}s it may be taken")
+        new = _ours(self.tenant, self.holder, self.ttl, current)
+        try:
+            return _write(self.s3, new, if_match=current.etag if current else None)
+        except PreconditionFailed:
+            latest = read(self.s3, self.tenant)  # someone else wrote it meanwhile
+            if latest is not None and latest.holder is not None:
+                self.wait_left(latest)
+            raise LeaseHeld(latest or new) from None
 
 
-def renew(s3: S3Settings, lease: Lease, ttl: float = TTL_S) -> Lease:
-    """Extend our lease; LeaseLost when it was written by anyone else since."""
+def acquire(s3: S3Settings, tenant: str, holder: Holder, ttl: float = TTL_S) -> Lease:
+    """One attempt to take a lease that is free or ours (LeaseHeld otherwise): the fleet's and
+    the tests' shortcut; a keeper waits with a ``Contender``."""
+    return Contender(s3, tenant, holder, ttl).try_take().lease
+
+
+def renew(s3: S3Settings, held: Held) -> Held:
+    """Extend our lease (one attempt, within ``renewal_budget``); LeaseLost when it was
+    written by anyone else since, S3Failure when the store did not answer."""
     now = time.time()
-    new = lease.replace(expires_at=now + ttl, renewed_at=now)
+    new = held.lease.replace(expires_at=now + held.lease.ttl, renewed_at=now)
     try:
-        return _write(s3, new, if_match=lease.etag, timeout=renewal_budget(ttl)[0])
+        return _write(s3, new, if_match=held.lease.etag, timeout=renewal_budget(held.lease.ttl))
     except PreconditionFailed:
-        raise LeaseLost(lease.tenant) from None
+        raise LeaseLost(held.lease.tenant) from None
 
 
 def release(s3: S3Settings, lease: Lease) -> bool:
@@ -232,9 +305,10 @@ def release(s3: S3Settings, lease: Lease) -> bool:
 def revoke(s3: S3Settings, tenant: str, by: str) -> tuple[Lease | None, Lease]:
     """Take the lease away from whoever holds it: bump the generation, clear the holder.
 
-    The old holder's next renewal fails and its keeper kills Litestream without a final
-    sync. Returns (the lease before, the lease now).
-    """
+    The old holder's next renewal fails (412) and its keeper kills Litestream without a final
+    sync; one that cannot reach the store stops by itself within a ttl of its last renewal,
+    so the caller waits a ttl (``Lease.ttl`` of the lease before) before anyone else writes.
+    Returns (the lease before, the lease now)."""
     for _ in range(5):
         current = read(s3, tenant)
         new = Lease(
@@ -246,9 +320,10 @@ def revoke(s3: S3Settings, tenant: str, by: str) -> tuple[Lease | None, Lease]:
             expires_at=0.0,
             renewed_at=time.time(),
             revoked_by=by,
+            ttl=current.ttl if current else TTL_S,
         )
         try:
-            return current, _write(s3, new, if_match=current.etag if current else None)
+            return current, _write(s3, new, if_match=current.etag if current else None).lease
         except PreconditionFailed:
             continue  # the holder renewed in between: read again
     raise S3Failure(f"could not revoke the lease of {tenant!r}: it keeps changing")

@@ -10,6 +10,7 @@ out, and raw sockets; ssl is imported only for an https endpoint.
 
 from __future__ import annotations
 
+import _thread
 import datetime as _dt
 import socket
 import time
@@ -166,7 +167,21 @@ def request(
     timeout: float = HTTP_TIMEOUT_S,
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request on a fresh connection (Connection: close); (status, headers, body).
-    ``timeout`` bounds the whole request, connect to last byte."""
+    ``timeout`` bounds the whole request, DNS lookup and connect to last byte."""
+    status, hdrs, payload, _ = timed_request(s3, method, key, body, headers, timeout)
+    return status, hdrs, payload
+
+
+def timed_request(
+    s3: S3Settings,
+    method: str,
+    key: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT_S,
+) -> tuple[int, dict[str, str], bytes, float]:
+    """``request``, and the moment (``time.monotonic()``) its first byte was sent: the store
+    cannot have acted on it before then, which is what the lease's deadlines count from."""
     url = urllib.parse.urlsplit(s3.endpoint)
     path = f"{url.path.rstrip('/')}/{s3.bucket}/{key}"
     hdrs = sign_v4(s3, method, path, headers or {}, body, _dt.datetime.now(_dt.UTC))
@@ -174,35 +189,79 @@ def request(
     head = f"{method} {urllib.parse.quote(path, safe='/-_.~')} HTTP/1.1\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
     try:
-        data = _exchange(url, head.encode() + body, timeout)
+        data, sent_at = _exchange(url, head.encode() + body, timeout)
     except OSError as exc:
         raise S3Failure(f"{method} {key}: {type(exc).__name__}: {exc}") from None
-    return _parse_response(data, method, key)
+    status, out, payload = _parse_response(data, method, key)
+    return status, out, payload, sent_at
 
 
-def _exchange(url: urllib.parse.SplitResult, message: bytes, timeout: float) -> bytes:
+def _exchange(url: urllib.parse.SplitResult, message: bytes, timeout: float) -> tuple[bytes, float]:
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
     deadline = time.monotonic() + timeout
-    with socket.create_connection((url.hostname or "", port), timeout) as raw:
+    family, address = _resolve(url.hostname or "", port, deadline)
+    with socket.socket(family, socket.SOCK_STREAM) as raw:
+        raw.settimeout(_left(deadline, timeout))
+        raw.connect(address)
         sock = raw
         if https:  # only then pay for OpenSSL
             import ssl
 
             sock = ssl.create_default_context().wrap_socket(raw, server_hostname=url.hostname)
+        sent_at = time.monotonic()
         sock.sendall(message)
         chunks: list[bytes] = []
         while True:
             # A server that trickles its answer must not stretch a request past the
             # deadline: the keeper's fencing arithmetic relies on it.
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no complete answer within {timeout:g} s")
-            sock.settimeout(left)
+            sock.settimeout(_left(deadline, timeout))
             chunk = sock.recv(65536)
             if not chunk:
-                return b"".join(chunks)
+                return b"".join(chunks), sent_at
             chunks.append(chunk)
+
+
+def _left(deadline: float, timeout: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"no complete answer within {timeout:g} s")
+    return left
+
+
+def _resolve(host: str, port: int, deadline: float) -> tuple[int, tuple[str, int]]:
+    """(address family, socket address) of ``host``, within the request's deadline.
+
+    ``getaddrinfo`` blocks as long as the resolver likes (5 s per server and attempt) and no
+    socket timeout bounds it, so it runs in a thread this one waits for until the deadline
+    (an IP literal, what tenants are usually given, needs no lookup)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family, (host, port)
+    answer: list[object] = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(lookup, ())
+    if not done.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise TimeoutError(f"DNS lookup of {host} did not answer in time")
+    found = answer[0]
+    if isinstance(found, OSError):
+        raise found
+    assert isinstance(found, list) and found
+    family, _, _, _, address = found[0]
+    return family, (str(address[0]), int(address[1]))
 
 
 def _parse_response(data: bytes, method: str, key: str) -> tuple[int, dict[str, str], bytes]:
