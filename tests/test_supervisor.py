@@ -113,23 +113,30 @@ CONTAINER_ENV = {
 
 
 def test_each_process_gets_its_own_environment() -> None:
-    env = envs.with_defaults(CONTAINER_ENV)
+    env = envs.with_defaults({**CONTAINER_ENV, "LD_PRELOAD": "/data/x.so", "BASH_ENV": "/data/x"})
     assert env["LITEFLEET_S3_REGION"] == "us-east-1"
     runtime, litestream, keeper = (
         envs.runtime_env(env),
         envs.litestream_env(env),
         envs.keeper_env(env),
     )
-    assert not {"LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY"} & set(runtime)
-    assert {"APP_SETTING", "AGENT_RUNTIME_TOKEN", "AWS_CA_BUNDLE"} <= set(runtime)
+    # The runtime: the app's variables, its token and app, nothing of the supervisor's and
+    # nothing that changes how programs load; PATH and HOME its own.
+    assert set(runtime) == {"PATH", "HOME", "TENANT", "AGENT_RUNTIME_TOKEN", "AGENT_RUNTIME_APP",
+                            "APP_SETTING"}  # fmt: skip
+    assert runtime["PATH"] == envs.PATH and runtime["HOME"] == "/tmp"
+    # Litestream and the keeper: only what they need, HOME and TMPDIR in the keeper's tmpfs
+    # (Litestream's S3 client reads ~/.aws/config).
     assert set(litestream) == {
-        "PATH", "HOME", "TENANT", "LITEFLEET_S3_ENDPOINT", "LITEFLEET_S3_BUCKET",
+        "PATH", "HOME", "TMPDIR", "TENANT", "LITEFLEET_S3_ENDPOINT", "LITEFLEET_S3_BUCKET",
         "LITEFLEET_S3_REGION", "LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY",
     }  # fmt: skip
+    assert litestream["HOME"] == litestream["TMPDIR"] == "/run/litefleet"
     assert set(keeper) == set(litestream) | {"LITEFLEET_HOST"}
-    assert envs.serve_command(runtime, "/data/tenant.db")[:6] == [
-        "agent-runtime", "serve", "--db", "/data/tenant.db", "--app", "my.app",
-    ]  # fmt: skip
+    argv = envs.serve_command(runtime, "/data/tenant.db", "/run/litefleet/lease.json")
+    assert argv[1:4] == ["-I", "-u", "-m"] and argv[4:6] == ["agent_runtime", "serve"]
+    assert argv[argv.index("--app") + 1] == "my.app"
+    assert argv[-2:] == ["--lease-file", "/run/litefleet/lease.json"]
 
 
 @pytest.mark.parametrize(
@@ -181,11 +188,12 @@ class Tenant:
         self.env = envs.litestream_env(
             {
                 **clean_env(),
-                "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin')}",
                 "LITESTREAM_ACCESS_KEY_ID": s3.access_key_id,
                 "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
             }
         )
+        # Outside a container: this venv's litestream, a home of its own.
+        self.env.update(PATH=f"{bin_dir}:{os.environ.get('PATH', '/usr/bin')}", HOME=str(root))
         self.logs: list[str] = []
 
     def prepare(self) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import apsw
 import pytest
 
-from fleet.core.names import DB_PATH, TENANT_UID
+from fleet.core.names import AGENT_GID, AGENT_UID, DB_PATH, SUPERVISOR_GID, SUPERVISOR_UID
 from fleet.storage.embedded import EmbeddedStore as ObjectStore
+from fleet.supervisor.exits import ENGINE_STOP
 from tests.docker_fixtures import (
     Tenant,
     litestream_restore,
@@ -137,20 +138,49 @@ def test_plain_litestream_restores_tenant(
     assert rows[0][2] is not None and "m0" in rows[0][2]
 
 
+def processes(container: Any) -> dict[str, tuple[int, int]]:
+    """The container's processes as `docker top` shows them: role -> (host pid, uid)."""
+    roles = {
+        "fleet.supervisor keep": "keeper",
+        "fleet.supervisor run-app": "runner",
+        "litestream replicate": "litestream",
+        "agent_runtime serve": "runtime",
+    }
+    top = container.top(ps_args="-o pid,uid,args")
+    found: dict[str, tuple[int, int]] = {}
+    for pid, uid, args in top["Processes"]:
+        for pattern, role in roles.items():
+            if pattern in args:
+                found[role] = (int(pid), int(uid))
+    return found
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def proc_environ(pid: int) -> set[str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return {item.split(b"=", 1)[0].decode() for item in raw.split(b"\0") if item}
+
+
 def test_container_is_hardened(start_tenant: StartTenant) -> None:
     tenant = start_tenant(memory="200m", cpus=0.25, pids=128, env={"APP_SETTING": "x1"})
     c = tenant.container
     c.reload()
     cfg, host = c.attrs["Config"], c.attrs["HostConfig"]
-    assert cfg["User"] == f"{TENANT_UID}:{TENANT_UID}"
+    # Root with three capabilities, for the supervisor's first stage only (below: gone).
+    assert cfg["User"] == "0:0"
+    assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == ["SETGID", "SETPCAP", "SETUID"]
     assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["Privileged"] is False
     assert host["Memory"] == 200 * 1024 * 1024
     assert host["NanoCpus"] == 250_000_000
     assert host["PidsLimit"] == 128
-    assert "/tmp" in host["Tmpfs"]
+    assert {"/tmp", "/run/litefleet"} == set(host["Tmpfs"])
+    assert host["RestartPolicy"]["Name"] == "on-failure"
     mounts = c.attrs["Mounts"]
     assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/data")]
     assert host.get("Binds") == [f"{tenant.volume}:/data:rw"]  # the volume, nothing else
@@ -158,39 +188,51 @@ def test_container_is_hardened(start_tenant: StartTenant) -> None:
     for binding in host["PortBindings"]["8080/tcp"]:
         assert binding["HostIp"] == "127.0.0.1"
 
-    # The same, seen from inside.
-    def sh(cmd: str) -> tuple[int, str]:
-        code, out = c.exec_run(["/bin/sh", "-c", cmd])
+    # `docker top`: the keeper (PID 1) and Litestream under one uid, the runner and the
+    # runtime (all agent code) under another; no capability left anywhere, bounding set
+    # included, and no way to gain one.
+    procs = processes(c)
+    assert set(procs) == {"keeper", "runner", "litestream", "runtime"}, c.top()
+    assert {procs["keeper"][1], procs["litestream"][1]} == {SUPERVISOR_UID}
+    assert {procs["runner"][1], procs["runtime"][1]} == {AGENT_UID}
+    for role, (pid, _) in procs.items():
+        st = proc_status(pid)
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert st[caps] == "0000000000000000", (role, caps, st[caps])
+        assert st["NoNewPrivs"] == "1", role
+    assert proc_status(procs["runtime"][0])["Groups"].split() == []
+    assert proc_status(procs["keeper"][0])["Groups"].split() == [str(AGENT_GID)]
+
+    # Litestream and the keeper run with an explicit environment; the runtime gets the app's,
+    # without anything of the supervisor's (read from the host: see environment.md).
+    secrets = {"LITESTREAM_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID"}
+    for role in ("keeper", "litestream"):
+        env = proc_environ(procs[role][0])
+        assert secrets <= env and not {"APP_SETTING", "AGENT_RUNTIME_TOKEN"} & env, role
+    for role in ("runner", "runtime"):
+        env = proc_environ(procs[role][0])
+        assert {"APP_SETTING", "AGENT_RUNTIME_TOKEN"} <= env, role
+        assert not secrets & env and not {e for e in env if e.startswith("LITEFLEET_S3")}, role
+
+    # The same seen from inside, as the keeper's uid (the fleet's probes run so).
+    def sh(cmd: str, user: str = f"{SUPERVISOR_UID}:{SUPERVISOR_GID}") -> tuple[int, str]:
+        code, out = c.exec_run(["/bin/sh", "-c", cmd], user=user)
         return int(code), out.decode(errors="replace").strip()
 
-    assert sh("id -u") == (0, str(TENANT_UID))
     assert sh("touch /opt/x")[0] != 0  # read-only root fs
-    assert sh("touch /tmp/x && touch /data/x")[0] == 0
-    status = sh("cat /proc/self/status")[1]
-    assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
     assert sh("test -e /var/run/docker.sock || test -e /run/docker.sock")[0] != 0
-
-    # Litestream runs with an explicit environment; the runtime gets the app's, minus S3 secrets.
-    def environ(command: str) -> set[str]:
-        # "[ ]" keeps the pattern from matching this probe's own command line.
-        pattern = command.replace(" ", "[ ]", 1)
-        script = (
-            "for p in /proc/[0-9]*; do "
-            f"tr '\\0' ' ' < $p/cmdline | grep -q '{pattern}' "
-            "&& tr '\\0' '\\n' < $p/environ; done; true"
-        )
-        code, out = sh(script)
-        assert code == 0 and out, f"no process runs {command!r}"
-        return {line.split("=", 1)[0] for line in out.splitlines()}
-
-    litestream_env = environ("litestream replicate")
-    runtime_env = environ("agent-runtime serve")
-    assert "LITESTREAM_SECRET_ACCESS_KEY" in litestream_env
-    assert not {"APP_SETTING", "AGENT_RUNTIME_TOKEN", "AWS_CA_BUNDLE"} & litestream_env
-    assert {"APP_SETTING", "AGENT_RUNTIME_TOKEN"} <= runtime_env
-    assert not {"LITESTREAM_SECRET_ACCESS_KEY", "LITESTREAM_ACCESS_KEY_ID"} & runtime_env
-    # Tenants see the database only through their volume, owned by their user.
-    assert sh(f"stat -c %u {DB_PATH}") == (0, str(TENANT_UID))
+    # Database files: the keeper's, the agent group's, never world-readable; Litestream's
+    # tracking and the supervisor's record closed to everyone else.
+    listing = sh(f"stat -c '%n %u %g %a' /data {DB_PATH} {DB_PATH}-wal {DB_PATH}-shm "
+                 f"/data/.tenant.db-litestream /data/.litefleet /run/litefleet")[1]  # fmt: skip
+    modes = {line.split()[0]: line.split()[1:] for line in listing.splitlines()}
+    sup, agent = str(SUPERVISOR_UID), str(AGENT_GID)
+    assert modes["/data"] == [sup, agent, "3770"]
+    for f in (DB_PATH, f"{DB_PATH}-wal", f"{DB_PATH}-shm"):
+        assert modes[f] == [sup, agent, "660"], (f, modes[f])
+    assert modes["/data/.tenant.db-litestream"][2] == "700"
+    assert modes["/data/.litefleet"][2] == "700"
+    assert modes["/run/litefleet"] == [sup, str(SUPERVISOR_GID), "755"]
 
 
 def test_sigterm_mid_run_exits_cleanly_and_run_resumes(start_tenant: StartTenant) -> None:
@@ -211,7 +253,8 @@ def test_sigterm_mid_run_exits_cleanly_and_run_resumes(start_tenant: StartTenant
     stopped_in = time.monotonic() - t0
     tenant.container.reload()
     state = tenant.container.attrs["State"]
-    assert stopped_in < grace and state["ExitCode"] == 0, (stopped_in, state)
+    # SIGTERM alone (what the engine sends) stops it cleanly until the engine starts again.
+    assert stopped_in < grace and state["ExitCode"] == ENGINE_STOP, (stopped_in, state)
     logs = tenant.container.logs().decode(errors="replace")
     assert "signal received" in logs.lower() or "runtime_stopped" in logs, logs[-2000:]
 
@@ -248,7 +291,7 @@ def test_tenants_reach_the_store_but_not_each_other(
     )
 
     def fetch(url: str) -> str:
-        _, out = a.container.exec_run(["python3", "-c", probe, url])
+        _, out = a.container.exec_run(["python3", "-I", "-c", probe, url], user="10002")
         return str(out.decode().strip())
 
     assert fetch(f"{object_store.tenant_endpoint}/{object_store.bucket}") == "200"

@@ -67,7 +67,7 @@ def tenants(rows: list[TenantStatus]) -> None:
         table.add_row(
             t.name,
             t.host,
-            t.state,
+            _state(s),
             t.health,
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
@@ -85,8 +85,29 @@ def _ttl(expires_at: float | None, now: float) -> str:
     return "expired" if left <= 0 else format_duration(left)
 
 
+def _state(s: TenantStatus) -> str:
+    """running (restarted 2x: why), exited (137, OOM: why)."""
+    t = s.tenant
+    if t.running:
+        text = t.state
+        if t.restart_count:
+            text += f" (restarted {t.restart_count}x"
+            text += f": {s.last_crash})" if s.last_crash else ")"
+        return text
+    details = [str(t.exit_code)] if t.exit_code is not None else []
+    details += ["OOM"] if t.oom_killed else []
+    details += [s.last_crash] if s.last_crash else []
+    return f"{t.state} ({', '.join(details)})" if details else t.state
+
+
 def _replication(s: TenantStatus, now: float) -> str:
     r = s.replication
+    since = s.store_unreachable_since
+    if since is not None:
+        text = f"store unreachable since {_clock(since)}"
+        return text + (f", lease: {s.lease}" if s.lease else "")
+    if s.lease == "unconfirmed":
+        return "lease: unconfirmed"
     if r.replicated_txid is None:
         return r.note or "-"
     if r.replicated_txid == 0:
@@ -98,6 +119,10 @@ def _replication(s: TenantStatus, now: float) -> str:
     if lag is not None:
         text += ", in sync" if lag == 0 else f", {lag} txn behind"
     return text
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _bytes(n: int | None) -> str:

@@ -37,6 +37,8 @@ class Tenant:
     image: str
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of its last run
+    restart_count: int = 0  # restarts by the engine's restart policy since its last start
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
@@ -92,7 +94,7 @@ class TenantSpec:
 
     def environment(self) -> dict[str, str]:
         """The container's environment: the app's variables, then the reserved ones."""
-        env = {k: v for k, v in self.env.items() if k not in names.RESERVED_ENV}
+        env = {k: v for k, v in self.env.items() if not names.reserved_env(k)}
         env.update(
             {names.ENV_TENANT: self.tenant, names.ENV_TOKEN: self.token, names.ENV_APP: self.app}
         )

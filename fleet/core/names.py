@@ -11,9 +11,12 @@ import os
 import re
 
 from fleet.supervisor.layout import (
-    APP_ENV_FILE,
+    AGENT_GID,
+    AGENT_UID,
     ARCHIVE_PREFIX,
     BACKUP_PREFIX,
+    CONTAINER_CAPS,
+    CONTAINER_USER,
     DATA_DIR,
     DB_PATH,
     DEFAULT_APP,
@@ -32,9 +35,13 @@ from fleet.supervisor.layout import (
     LEASE_PREFIX,
     LITESTREAM_CONFIG,
     POSTGRES_SCHEMES,
+    RUN_DIR,
+    RUN_DIR_SIZE,
     RUNTIME_PORT,
+    STATE_FILE,
+    SUPERVISOR_GID,
+    SUPERVISOR_UID,
     TENANT_RULE,
-    TENANT_UID,
     backup_prefix,
     lease_key,
     valid_tenant,
@@ -43,9 +50,12 @@ from fleet.supervisor.layout import (
 from .errors import InvalidArgument
 
 __all__ = [
-    "APP_ENV_FILE",
+    "AGENT_GID",
+    "AGENT_UID",
     "ARCHIVE_PREFIX",
     "BACKUP_PREFIX",
+    "CONTAINER_CAPS",
+    "CONTAINER_USER",
     "DATA_DIR",
     "DB_PATH",
     "DEFAULT_APP",
@@ -65,8 +75,12 @@ __all__ = [
     "LITESTREAM_CONFIG",
     "POSTGRES_SCHEMES",
     "RUNTIME_PORT",
+    "RUN_DIR",
+    "RUN_DIR_SIZE",
+    "STATE_FILE",
+    "SUPERVISOR_GID",
+    "SUPERVISOR_UID",
     "TENANT_RULE",
-    "TENANT_UID",
     "backup_prefix",
     "lease_key",
     "valid_tenant",
@@ -101,6 +115,10 @@ LABEL_TTL = LABEL_PREFIX + "ttl"  # as given by the user, e.g. "2h"
 LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
+# The signal that stops a tenant for good (fleet down, park, migrate, rm), sent before the
+# engine's stop; a container without the label predates it (its supervisor would die of it).
+LABEL_DOWN_SIGNAL = LABEL_PREFIX + "down-signal"
+DOWN_SIGNAL = "SIGUSR1"
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
@@ -118,6 +136,7 @@ DEFAULT_MEMORY = "256m"
 DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
+POSTGRES_MAX_RESTARTS = 10  # the engine's on-failure count (SQLite tenants keep their own)
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30
@@ -127,7 +146,9 @@ EMBEDDED_ACCESS_KEY_ID = "litefleet"
 EMBEDDED_SECRET_ACCESS_KEY = "litefleet-embedded"
 DEFAULT_BUCKET = "litefleet"
 
-# Variables the supervisor and Litestream read; a user's --env cannot set them.
+# Variables a user's --env cannot set: what the supervisor, Litestream or the runtime read, and
+# what changes how programs load (every Python in a tenant runs with -I, which ignores PYTHON*
+# anyway). PG*: a PostgreSQL tenant's connection is the fleet's to set.
 RESERVED_ENV = frozenset(
     {
         ENV_TENANT,
@@ -141,8 +162,23 @@ RESERVED_ENV = frozenset(
         ENV_DB,
         ENV_PGPASSWORD,
         ENV_HOST,  # names the lease holder: a user --env must not fake it
+        "AGENT_RUNTIME_LEASE_FILE",
+        "AGENT_RUNTIME_TOKEN_FILE",
+        "LITEFLEET_RUNNER_PID",
+        "LITEFLEET_CONTROL_FD",
+        "LITEFLEET_READY_FD",
+        "PATH",
+        "HOME",
+        "BASH_ENV",
+        "ENV",
     }
 )
+RESERVED_ENV_PREFIXES = ("LD_", "PYTHON", "PG", "LITESTREAM_", "AWS_")
+
+
+def reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
 
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -190,6 +226,12 @@ def parse_env(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not _ENV_NAME_RE.fullmatch(key):
             raise InvalidArgument(f"invalid environment variable {key!r}", "use --env NAME=value")
+        if reserved_env(key):
+            raise InvalidArgument(
+                f"--env {key} is reserved",
+                "the supervisor, Litestream or the runtime set it (also LD_*, PYTHON*, PG*, "
+                "LITESTREAM_*, AWS_*)",
+            )
         env[key] = value
     return env
 

@@ -2,10 +2,21 @@
 take it from.
 
 A tenant container runs images/tenant (the supervisor, Litestream and agent-runtime) with
-the OWASP hardening set: non-root user, read-only root fs with a tmpfs /tmp, every capability
-dropped, no-new-privileges, memory/CPU/pids limits, the API published on 127.0.0.1 only, the
-tenant's volume at /data and nothing else mounted (never the Docker socket). One-off
-containers of the same image (restore, probes) get the same set without the API.
+the OWASP hardening set: read-only root fs with a tmpfs /tmp, every capability dropped,
+no-new-privileges, memory/CPU/pids limits, the API published on 127.0.0.1 only, the tenant's
+volume at /data and nothing else mounted (never the Docker socket).
+
+It starts as root with exactly CAP_SETUID, CAP_SETGID and CAP_SETPCAP, which its supervisor
+(PID 1, no tini: it reaps orphans itself) uses once to run the keeper and Litestream as one
+uid and the runtime (all agent code) as another, dropping every capability on the way
+(fleet/supervisor/identity.py). A second tmpfs, /run/litefleet, belongs to the keeper's uid.
+The restart policy is ``on-failure``: a crashed tenant comes back with the engine's backoff
+and after an engine restart, a tenant stopped for good exits 0 and stays stopped
+(fleet/supervisor/exits.py); `fleet down` asks for that with DOWN_SIGNAL (label
+LABEL_DOWN_SIGNAL) before the engine's stop.
+
+One-off containers of the same image (restore, probes) run as the keeper's uid without any
+capability and without the API.
 """
 
 from __future__ import annotations
@@ -23,14 +34,20 @@ def container_config(spec: TenantSpec, network: str | None = None) -> dict[str, 
     """Keyword arguments for ``docker_client.containers.create(**cfg)`` of a tenant."""
     _check(spec)
     cfg = _hardened(spec.image, spec.tenant, spec.memory, spec.cpus, spec.pids, spec.tmp_size)
+    cfg["tmpfs"][names.RUN_DIR] = (
+        f"rw,nosuid,nodev,noexec,size={names.RUN_DIR_SIZE},mode=0755,"
+        f"uid={names.SUPERVISOR_UID},gid={names.SUPERVISOR_GID}"
+    )
     cfg.update(
         name=spec.container_name,
         hostname=spec.tenant,
         environment=spec.environment(),
-        labels=spec.engine_labels(),
-        # tini as PID 1: forwards SIGTERM to the supervisor and reaps what agent code forks.
-        init=True,
+        labels={**spec.engine_labels(), names.LABEL_DOWN_SIGNAL: names.DOWN_SIGNAL},
+        user=names.CONTAINER_USER,
+        cap_add=list(names.CONTAINER_CAPS),
+        init=False,  # the supervisor is PID 1: it reaps what agent code forks
         stop_signal="SIGTERM",
+        restart_policy=restart_policy(spec),
         ports={f"{names.RUNTIME_PORT}/tcp": ("127.0.0.1", None)},  # random loopback port
     )
     if spec.db_url is None:
@@ -38,6 +55,14 @@ def container_config(spec: TenantSpec, network: str | None = None) -> dict[str, 
     if network is not None:
         cfg["network"] = network
     return cfg
+
+
+def restart_policy(spec: TenantSpec) -> dict[str, Any]:
+    """SQLite tenants bound their restarts themselves (fleet/supervisor/restarts.py, on the
+    volume); PostgreSQL tenants have no volume and use the engine's count."""
+    if spec.db_url is not None:
+        return {"Name": "on-failure", "MaximumRetryCount": names.POSTGRES_MAX_RESTARTS}
+    return {"Name": "on-failure", "MaximumRetryCount": 0}
 
 
 def oneoff_config(job: OneOff, name: str, network: str | None = None) -> dict[str, Any]:
@@ -90,7 +115,7 @@ def _hardened(
         raise ValueError("cpus and pids must be positive")
     return {
         "image": image,
-        "user": f"{names.TENANT_UID}:{names.TENANT_UID}",
+        "user": f"{names.SUPERVISOR_UID}:{names.SUPERVISOR_GID}",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={tmp_size},mode=1777"},
         "cap_drop": ["ALL"],

@@ -7,6 +7,7 @@ reads it from there), so it is read back from the engine and never printed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import time
@@ -105,7 +106,16 @@ class DockerHosting:
         t.handle.start()
 
     def stop(self, t: Tenant, timeout: int) -> Stopped:
+        """Stop for good: the down signal first (the supervisor then exits 0 and the restart
+        policy leaves it stopped), then the engine's stop (SIGTERM, SIGKILL after
+        ``timeout``), which also keeps the engine from restarting it now."""
+        import docker.errors
+
         since = int(time.time()) - 1
+        down = (t.handle.attrs["Config"].get("Labels") or {}).get(names.LABEL_DOWN_SIGNAL)
+        if down and t.running:
+            with contextlib.suppress(docker.errors.APIError):  # it stopped meanwhile
+                t.handle.kill(signal=down)
         t.handle.stop(timeout=timeout)
         logs = t.handle.logs(since=since, stdout=True, stderr=True).decode(errors="replace")
         t.handle.reload()
@@ -125,8 +135,10 @@ class DockerHosting:
         yield from t.handle.logs(**kw)
 
     def exec(self, t: Tenant, argv: list[str]) -> str | None:
+        """As the keeper's uid (the container's own user is root, for its supervisor)."""
+        user = f"{names.SUPERVISOR_UID}:{names.SUPERVISOR_GID}"
         try:
-            _code, out = t.handle.exec_run(argv, demux=False)
+            _code, out = t.handle.exec_run(argv, demux=False, user=user)
         except Exception as exc:  # the container may have stopped since it was listed
             log.debug("exec failed", tenant=t.name, error=type(exc).__name__)
             return None
@@ -146,7 +158,7 @@ class DockerHosting:
             app=t.app,
             memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
-            env={k: v for k, v in env.items() if k not in names.RESERVED_ENV | image_env},
+            env={k: v for k, v in env.items() if not names.reserved_env(k) and k not in image_env},
             labels=names.engine_labels(t.labels),
         )
 
@@ -247,6 +259,8 @@ def tenant_of(host: str, c: Any) -> Tenant:
         image=str(attrs["Config"].get("Image", "?")),
         port=published_port(attrs) if running else None,
         exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        restart_count=int(attrs.get("RestartCount") or 0),
         token=_env(attrs["Config"].get("Env")).get(names.ENV_TOKEN),
         id=str(getattr(c, "id", "")),
         handle=c,

@@ -3,14 +3,21 @@
 Replication is measured, not guessed: the local txid comes from ``litestream status -json``
 inside the container, the replicated txid from the newest LTX file name in the bucket. Their
 difference (transactions not yet uploaded) and the age of the newest upload are the lag.
+
+What the tenant's supervisor knows comes from its state file (fleet/supervisor/report.py),
+read in the same probe: whether its lease is confirmed and since when object storage has
+not answered. A stopped tenant says why from the engine (exit code, out of memory) and from
+its supervisor's last line (``stopped: ...``, fleet/supervisor/exits.py); a running one how
+often the engine restarted it and why the last time.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet.core import names
@@ -22,11 +29,12 @@ from fleet.storage.s3 import client as s3_client
 from fleet.supervisor.litestream import max_txid, status_command
 from fleet.supervisor.s3 import S3Settings
 
-from .tenants import list_tenants
+from .tenants import last_words, list_tenants
 
 _DB = names.DB_PATH
 _PROBE = (
-    f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null"
+    f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null;"
+    f" echo --; cat {names.STATE_FILE} 2>/dev/null"
 )
 
 
@@ -49,9 +57,29 @@ class TenantStatus:
     tenant: Tenant
     db_bytes: int | None
     replication: Replication
+    supervisor: dict[str, Any] | None = None  # its state file, while running
+    last_words: str | None = None  # its supervisor's last line, once stopped
+
+    @property
+    def lease(self) -> str | None:
+        """held, unconfirmed, acquiring, lost, released; None when unknown."""
+        return str(self.supervisor["lease"]) if self.supervisor else None
+
+    @property
+    def store_unreachable_since(self) -> float | None:
+        since = (self.supervisor or {}).get("store_unreachable_since")
+        return float(since) if since else None
+
+    @property
+    def last_crash(self) -> str | None:
+        """Why the engine last restarted it (running), or why it stopped (stopped)."""
+        if self.tenant.running:
+            restarts = (self.supervisor or {}).get("restarts") or []
+            return str(restarts[-1][1]) if restarts else None
+        return self.last_words
 
     def as_dict(self, now: float) -> dict[str, Any]:
-        t, r = self.tenant, self.replication
+        t, r, sup = self.tenant, self.replication, self.supervisor or {}
         return {
             "tenant": t.name,
             "host": t.host,
@@ -72,9 +100,27 @@ class TenantStatus:
                 "lag_txns": r.lag_txns,
                 "last_upload": r.last_upload.isoformat() if r.last_upload else None,
                 "note": r.note or None,
+                "state": sup.get("replication"),
+                "store": sup.get("store"),
+                "store_unreachable_since": _iso(self.store_unreachable_since),
+            },
+            "lease": {
+                "state": self.lease,
+                "since": _iso(sup.get("lease_since")),
+                "reason": sup.get("lease_reason"),
+            },
+            "restarts": t.restart_count,
+            "last_exit": {
+                "code": t.exit_code if not t.running else None,
+                "oom": t.oom_killed,
+                "why": self.last_crash,
             },
             "labels": t.labels,
         }
+
+
+def _iso(ts: Any) -> str | None:
+    return datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds") if ts else None
 
 
 def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]:
@@ -97,9 +143,11 @@ def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None,
 
 
 def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: str) -> TenantStatus:
+    words = None if t.running else last_words(fleet, t)
     if t.backend != names.BACKEND_SQLITE:
-        return TenantStatus(t, None, Replication(None, None, None, f"{t.backend}: no Litestream"))
-    size, local = _probe(fleet, t) if t.running else (None, None)
+        rep = Replication(None, None, None, f"{t.backend}: no Litestream")
+        return TenantStatus(t, None, rep, last_words=words)
+    size, local, supervisor = _probe(fleet, t) if t.running else (None, None, None)
     backup: BackupState | None = None
     note = s3_note
     if s3 is not None:
@@ -116,14 +164,24 @@ def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: s
         last_upload=backup.last_upload if backup else None,
         note=note,
     )
-    return TenantStatus(t, size, rep)
+    return TenantStatus(t, size, rep, supervisor, words)
 
 
-def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None]:
-    """(database + WAL bytes, local txid) read inside the container; Nones when it fails."""
+def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None, dict[str, Any] | None]:
+    """(database + WAL bytes, local txid, the supervisor's state) read inside the container;
+    Nones when it fails."""
     out = fleet.hosting.exec(t, ["bash", "-c", _PROBE])
     if out is None:
-        return None, None
-    sizes, _, status = out.partition("--")
+        return None, None, None
+    sizes, _, rest = out.partition("--")
+    status, _, state = rest.partition("--")
     size = sum(int(s) for s in sizes.split() if s.isdigit()) or None
-    return size, max_txid(status, "local_txid")
+    try:
+        supervisor = json.loads(state)
+    except ValueError:
+        supervisor = None
+    return (
+        size,
+        max_txid(status, "local_txid"),
+        supervisor if isinstance(supervisor, dict) else None,
+    )

@@ -262,8 +262,10 @@ def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:
     while True:
         t = fleet.hosting.refresh(t)
         if t.state in ("exited", "dead"):
+            why = last_words(fleet, t)
             raise FleetError(
-                f"tenant {t.name!r} exited during start (exit code {t.exit_code})",
+                f"tenant {t.name!r} exited during start (exit code {t.exit_code}"
+                + (f": {why})" if why else ")"),
                 f"`fleet logs {t.name}` shows why",
             )
         if t.running and t.url:
@@ -276,6 +278,20 @@ def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:
                 f"`fleet logs {t.name}` shows what it is doing",
             )
         time.sleep(0.2)
+
+
+def last_words(fleet: Fleet, t: Tenant) -> str | None:
+    """The supervisor's (or the runner's) last line in a stopped tenant's log: why it stopped
+    (``stopped: ...``, fleet/supervisor/exits.py) or what died."""
+    try:
+        tail = b"".join(fleet.hosting.logs(t, tail=40)).decode(errors="replace")
+    except Exception:  # the engine lost it meanwhile: nothing to say
+        return None
+    lines = [ln for ln in tail.splitlines() if ln.startswith(_SUPERVISOR_LOGS)]
+    return lines[-1].split(": ", 1)[1][:300] if lines else None
+
+
+_SUPERVISOR_LOGS = ("litefleet-supervisor: ", "litefleet-runner: ")
 
 
 # -- stopping

@@ -1,7 +1,7 @@
-"""``python3 -I -m fleet.supervisor [start | keep | hold -- CMD... | serve-app]``.
+"""``python3 -I -m fleet.supervisor [start | keep | replicate | run-app | hold ...]``.
 
-Imports only what the chosen stage needs: the keeper (``hold``) idles for the container's
-whole life and must stay small.
+Imports only what the chosen stage needs: the keeper idles for the container's whole life
+and must stay small.
 """
 
 from __future__ import annotations
@@ -12,22 +12,23 @@ import sys
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "start"
-    if command == "keep":
-        from .keeper import keep_tenant
+    if command == "run-app":
+        from .runner import main as run_app
 
-        return keep_tenant()
-    if command == "hold":
-        from .keeper import main as hold
-
-        return hold(argv)
+        return run_app()
     from . import entrypoint
 
-    if command == "start":
-        return entrypoint.start(dict(os.environ))
-    if command == "serve-app":
-        return entrypoint.serve_app()
-    entrypoint.log(f"unknown command {command!r} (start, keep, hold, serve-app)")
-    return entrypoint.EXIT_USAGE
+    stages = {
+        "start": lambda: entrypoint.start(dict(os.environ)),
+        "keep": lambda: entrypoint.keep(dict(os.environ)),
+        "replicate": lambda: entrypoint.replicate(dict(os.environ)),
+        "hold": lambda: entrypoint.hold(argv[1:]),
+    }
+    stage = stages.get(command)
+    if stage is None:
+        entrypoint.log(f"unknown command {command!r} (start, keep, replicate, run-app, hold)")
+        return entrypoint.EXIT_USAGE
+    return stage()
 
 
 if __name__ == "__main__":

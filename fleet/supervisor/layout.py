@@ -17,9 +17,27 @@ TENANT_RULE = "1-63 characters a-z, 0-9 and '-', not starting or ending with '-'
 DATA_DIR = "/data"  # the tenant's volume
 DB_PATH = f"{DATA_DIR}/tenant.db"
 LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
-APP_ENV_FILE = "/tmp/litefleet-app.env"  # the runtime's environment, written at start (0600)
 RUNTIME_PORT = 8080
-TENANT_UID = 10001  # the image's `litefleet` user
+
+# -- identities (images/tenant/Dockerfile creates them). The supervisor starts as root with
+# CAP_SETUID/SETGID/SETPCAP only, and every process drops to one of these before it runs:
+SUPERVISOR_UID = 10001  # `litefleet`: the keeper and Litestream (they hold the S3 key)
+SUPERVISOR_GID = 10001
+AGENT_UID = 10002  # `agent`: the runner and the runtime, so all agent code
+AGENT_GID = 10002  # also the group of the database files: Litestream reads and writes them
+# How a tenant container is started so that the supervisor can switch uids (any backend).
+CONTAINER_USER = "0:0"
+CONTAINER_CAPS = ("SETUID", "SETGID", "SETPCAP")  # dropped before any tenant code runs
+
+# -- the supervisor's own directory: a tmpfs of the keeper's uid that agent code can read (the
+# lease-gate file) but neither write nor fill
+RUN_DIR = "/run/litefleet"
+RUN_DIR_SIZE = "4m"
+LEASE_GATE_FILE = f"{RUN_DIR}/lease.json"  # the runtime's --lease-file (agent_runtime/_lease_gate)
+STATE_FILE = f"{RUN_DIR}/state.json"  # lease, store and restarts, for `fleet ls`
+# On the volume, the supervisor's record of crashes (the restart bound) lives in a directory of
+# its own that agent code cannot enter.
+RECORD_DIR = f"{DATA_DIR}/.litefleet"
 
 # -- the environment a tenant container is created with
 ENV_TENANT = "TENANT"
@@ -32,6 +50,10 @@ ENV_HOST = "LITEFLEET_HOST"  # the fleet host: names the lease holder
 ENV_LEASE_TTL = "LITEFLEET_LEASE_TTL"
 ENV_LEASE_RENEW = "LITEFLEET_LEASE_RENEW"
 ENV_LEASE_WAIT = "LITEFLEET_LEASE_WAIT"
+ENV_RUNNER_PID = "LITEFLEET_RUNNER_PID"  # set by the supervisor itself, for the keeper
+ENV_CONTROL_FD = "LITEFLEET_CONTROL_FD"  # the pipe between the keeper and the runner
+ENV_READY_FD = "LITEFLEET_READY_FD"  # where the replicate stage says the database is ready
+ENV_LEASE_FILE = "AGENT_RUNTIME_LEASE_FILE"
 ENV_TOKEN = "AGENT_RUNTIME_TOKEN"
 ENV_APP = "AGENT_RUNTIME_APP"
 ENV_DB = "AGENT_RUNTIME_DB"  # postgresql://... selects the PostgreSQL backend

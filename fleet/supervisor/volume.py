@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .layout import DB_PATH, LITESTREAM_CONFIG, tracking_dir
 from .litestream import ltx_command, max_txid, restore_if_empty_command, status_command
+from .permissions import suspicious
 
 USE = "use"
 SET_ASIDE = "set-aside"
@@ -47,8 +48,12 @@ def prepare(
     config: str = LITESTREAM_CONFIG,
 ) -> None:
     """Leave ``db`` ready for ``litestream replicate``: the volume's own database when it may
-    be used, else the replica's, else an empty database. ``env`` is Litestream's."""
-    db_exists, tracked = os.path.exists(db), os.path.isdir(tracking_dir(db))
+    be used, else the replica's, else an empty database. ``env`` is Litestream's.
+    Runs as the supervisor's uid, before the runtime starts."""
+    odd = suspicious(db)
+    if odd is not None:
+        log(f"{odd}: kept the database files in {set_aside(db, 'suspect')}, restoring")
+    db_exists, tracked = os.path.exists(db), replicated_before(db)
     local = replica = 0
     if db_exists and tracked:
         local = max_txid(_output(status_command(config, db), env), "local_txid") or 0
@@ -63,21 +68,30 @@ def prepare(
             f"kept it in {aside}, restoring"
         )
         action = RESTORE
-    elif tracked:
+    elif action == USE and tracked:
         log(f"using {db} from the volume (txid {local}, replica {replica})")
-    else:
+    elif action == USE:
         log(f"using {db} from the volume (restored, not yet replicated)")
     if action == RESTORE:
         restore_or_create(env, tenant, log, db, config)
 
 
-def set_aside(db: str) -> str:
-    """Move the database, its WAL and Litestream's tracking into a dated directory beside
-    it; returns that directory."""
+def replicated_before(db: str) -> bool:
+    """Whether Litestream ever tracked ``db`` here (an empty tracking directory is the
+    supervisor's own, made before Litestream first ran)."""
+    try:
+        return bool(os.listdir(tracking_dir(db)))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def set_aside(db: str, why: str = "behind-replica") -> str:
+    """Move the database, its WAL, the runtime's lock file and Litestream's tracking into a
+    new directory beside it (``<why>-<time>-<random>``, the supervisor's only); returns it."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = os.path.join(os.path.dirname(db), f"behind-replica-{stamp}")
-    os.makedirs(aside, exist_ok=True)
-    for path in (db, f"{db}-wal", f"{db}-shm", tracking_dir(db)):
+    aside = os.path.join(os.path.dirname(db), f"{why}-{stamp}-{os.urandom(3).hex()}")
+    os.mkdir(aside, 0o700)
+    for path in (db, f"{db}-wal", f"{db}-shm", f"{db}.lock", tracking_dir(db)):
         if os.path.lexists(path):
             os.rename(path, os.path.join(aside, os.path.basename(path)))
     return aside
