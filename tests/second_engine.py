@@ -149,8 +149,9 @@ def _cleanup(url: str) -> None:
 @pytest.fixture
 def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> Iterator[dict[str, str]]:
     """Environment for the `fleet` CLI with hosts ``a`` (this machine's engine, which runs the
-    embedded store) and ``b`` (the second engine). At the end, every tenant named ``h-*`` is
-    removed with its backup and lease."""
+    embedded store) and ``b`` (the second engine). At the end, every tenant named ``h-*`` of
+    this session's image is removed with its backup and lease (other checkouts' sessions on the
+    same engine keep theirs)."""
     import json
 
     from tests.docker_fixtures import TEST_BUCKET
@@ -167,5 +168,5 @@ def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> Itera
     yield env
     listed = fleet("ls", "--json", env=env)
     for t in json.loads(listed.out) if listed.code == 0 else []:
-        if t["tenant"].startswith("h-"):
+        if t["tenant"].startswith("h-") and t.get("image") == tenant_image:
             fleet("rm", t["tenant"], "--purge", "--yes", env=env)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fleet.supervisor import lease
+from fleet.supervisor import exits, lease
 from tests.fleet_support import Result, fleet, one_line_error
 
 # -- on real engines
@@ -58,7 +58,8 @@ def test_fence_on_two_hosts(
         assert r.code == 8 and "lease" in one_line_error(r) and "host a" in r.err
 
         # A container started behind the fleet's back (here on host a, which has the image) is
-        # fenced by its own keeper: it waits for the lease (2 s here), then gives up.
+        # fenced by its own keeper: it watches the lease (2 s here), sees it renewed, and stays
+        # down (exit 0: the engine's restart policy leaves it stopped).
         b = docker.DockerClient(second_engine)
         a = docker.from_env()
         tenant_env = dict(
@@ -86,8 +87,8 @@ def test_fence_on_two_hosts(
             )
         )
         rogue.start()
-        assert rogue.wait(timeout=60)["StatusCode"] == lease.EXIT_LEASE
-        assert "not starting" in rogue.logs().decode()
+        assert rogue.wait(timeout=60)["StatusCode"] == exits.DOWN
+        assert "stopped: the tenant is live elsewhere" in rogue.logs().decode()
         rogue.remove(force=True)
         a.volumes.get(f"rogue-{t}").remove(force=True)
 
@@ -102,8 +103,9 @@ def test_fence_on_two_hosts(
         old = a.containers.get(f"litefleet-{t}")
         _ok(fleet("up", t, "--force-takeover", env=only_b))
         old.reload()
-        assert old.status == "exited" and old.attrs["State"]["ExitCode"] == lease.EXIT_LEASE
-        assert "without a final sync" in old.logs().decode()
+        assert old.status == "exited" and old.attrs["State"]["ExitCode"] == exits.DOWN
+        old_logs = old.logs().decode()
+        assert "without a final sync" in old_logs and "stopped: the lease was taken over" in old_logs
         old.remove(force=True)
         a.volumes.get(f"litefleet-{t}-data").remove(force=True)
 

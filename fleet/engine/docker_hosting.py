@@ -80,7 +80,7 @@ class DockerHosting:
         found = [
             tenant_of(h.name, c)
             for h in reachable(self.engines)
-            for c in h.client.containers.list(all=True, filters={"label": wanted})
+            for c in _containers(h.client, {"label": wanted})
         ]
         return sorted(found, key=lambda t: (t.name, t.host))
 
@@ -235,6 +235,18 @@ class DockerHosting:
     def close(self) -> None:
         for h in self.engines:
             h.close()
+
+
+def _containers(client: Any, filters: dict[str, Any]) -> list[Any]:
+    """The matching containers, inspected; one removed between the listing and its inspection
+    is left out (docker-py's list() would fail on it)."""
+    import docker.errors
+
+    found = []
+    for c in client.containers.list(all=True, filters=filters, sparse=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            found.append(client.containers.get(c.id))
+    return found
 
 
 def tenant_of(host: str, c: Any) -> Tenant:
