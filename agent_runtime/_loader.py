@@ -55,10 +55,18 @@ def app_candidates(directory: Path) -> list[Path]:
     found = [
         p
         for p in directory.iterdir()
-        if (p.suffix == ".py" and p.is_file() and p.name not in _SKIPPED_FILES)
-        or (p.is_dir() and (p / "__init__.py").is_file())
+        if (p.suffix == ".py" and p.is_file() and p.name not in _SKIPPED_FILES) or _is_package(p)
     ]
     return sorted(p for p in found if not p.name.startswith(("_", ".", "test_")))
+
+
+def _is_package(p: Path) -> bool:
+    """A directory with an ``__init__.py``; False for one this process may not enter (a
+    tenant's volume holds the supervisor's private directories next to the app)."""
+    try:
+        return p.is_dir() and (p / "__init__.py").is_file()
+    except PermissionError:
+        return False
 
 
 def _load_path(path: Path) -> ModuleType:
@@ -141,7 +149,7 @@ class _AppFinder(importlib.abc.MetaPathFinder):
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self.names = {p.stem for p in root.glob("*.py")}
-        self.names |= {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+        self.names |= {p.name for p in root.iterdir() if _is_package(p)}
 
     def find_spec(
         self,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,3 +99,31 @@ def test_an_app_that_does_not_load_is_one_line(tmp_path: Path, source: str, need
     with pytest.raises(InvalidInput, match=needle) as caught:
         load_app(str(tmp_path / "bad_e.py"))
     assert "\n" not in str(caught.value)
+
+
+def test_an_unreadable_directory_beside_the_app_is_no_obstacle(tmp_path: Path) -> None:
+    """A tenant's volume holds the supervisor's private directories (0700, another uid) next
+    to an app file put there: loading the app must not try to enter them. Run as `nobody`
+    (root enters any directory)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the loader as another uid")
+    tmp_path.chmod(0o755)
+    (tmp_path / "agents_p.py").write_text(APP.format(sibling="sibling_p", name="wf_p"))
+    (tmp_path / "sibling_p.py").write_text("VALUE = 'p'\n")
+    (tmp_path / ".private").mkdir(mode=0o700)
+    probe = (
+        "from agent_runtime._loader import load_app\n"
+        "from agent_runtime._runtime import collect_workflows\n"
+        f"print(sorted(collect_workflows(load_app({str(tmp_path / 'agents_p.py')!r}))))\n"
+    )
+    parent = tmp_path
+    while parent != parent.parent:  # pytest's temp directories are private to root
+        parent = parent.parent
+        os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-I",
+         "-c", probe],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "wf_p" in out.stdout
