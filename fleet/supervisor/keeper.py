@@ -163,6 +163,7 @@ class Keeper:
     def run(self) -> int:
         self._install_signals()
         give_up = self.record.begin() if self.record else None
+        self._report_restarts()
         if give_up is not None:
             return self._finish_down(give_up)
         held = self._acquire()
@@ -344,8 +345,7 @@ class Keeper:
         why = f"{what} ended ({exits.describe(status, self._oom())})"
         self.log(why)
         give_up = self.record.crashed(why) if self.record else None
-        if self.record is not None:
-            self.state.update(restarts=self.record.crashes)
+        self._report_restarts()
         if give_up is not None:
             self.down_why = give_up
             self._begin_stop()
@@ -353,6 +353,10 @@ class Keeper:
         self.crashes += 1
         self.restart_at = time.monotonic() + min(MAX_BACKOFF_S, 2.0 ** (self.crashes - 1))
         self.state.update(replication="restarting")
+
+    def _report_restarts(self) -> None:
+        if self.record is not None:
+            self.state.update(restarts=[list(c) for c in self.record.crashes])
 
     def _restart_replicator(self) -> None:
         if self.stopping or self.replicator.pid is not None:
