@@ -573,9 +573,13 @@ class Bench:
 
 
 def proc_kind(cmd: str) -> str:
-    if "fleet.supervisor" in cmd:
-        return "supervisor"  # the lease keeper (python3 -I -m fleet.supervisor hold)
-    for kind in ("docker-init", "litestream", "agent-runtime"):
+    if "fleet.supervisor keep" in cmd:
+        return "supervisor"  # the keeper, PID 1 (python3 -I -m fleet.supervisor keep)
+    if "fleet.supervisor run-app" in cmd:
+        return "runner"  # the agent uid's end of the supervisor
+    if "agent_runtime serve" in cmd or "agent-runtime" in cmd:
+        return "agent-runtime"
+    for kind in ("docker-init", "litestream"):
         if kind in cmd:
             return kind
     return cmd.split()[0] if cmd else "?"

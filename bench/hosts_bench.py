@@ -65,7 +65,7 @@ def grow(tenant: str, mb: int) -> None:
         "    with c:\n"
         "        c.execute('INSERT INTO filler VALUES (?)', (os.urandom(1 << 20),))\n"
     )
-    r = container(tenant).exec_run(["python3", "-c", code, str(mb)])
+    r = container(tenant).exec_run(["python3", "-I", "-c", code, str(mb)], user="10002:10002")
     assert r.exit_code == 0, r.output
 
 
