@@ -60,6 +60,22 @@ def test_env_pairs() -> None:
 
 
 @pytest.mark.parametrize(
+    "name",
+    ["LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "PYTHONPATH", "PYTHONSTARTUP", "PATH",
+     "HOME", "PGHOST", "PGPASSWORD", "LITESTREAM_ACCESS_KEY_ID", "AWS_CA_BUNDLE", "TENANT",
+     "AGENT_RUNTIME_TOKEN", "AGENT_RUNTIME_LEASE_FILE", "LITEFLEET_HOST"],
+)  # fmt: skip
+def test_reserved_env_is_refused_in_one_line(name: str) -> None:
+    with pytest.raises(InvalidArgument, match=f"--env {name} is reserved"):
+        parse_env([f"{name}=x"])
+
+
+def test_app_env_passes() -> None:
+    ok = ["AGENT_RUNTIME_LLM_BASE_URL=http://x", "OPENAI_API_KEY=k", "LITEFLEET_LEASE_TTL=30"]
+    assert len(parse_env(ok)) == 3
+
+
+@pytest.mark.parametrize(
     ("text", "seconds"),
     [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1h30m", 5400)],
 )

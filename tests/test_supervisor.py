@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fleet.supervisor import environments as envs
-from fleet.supervisor import volume
+from fleet.supervisor import exits, identity, layout, permissions, restarts, volume
 from fleet.supervisor.layout import tracking_dir
 from fleet.supervisor.litestream import max_txid
 from fleet.supervisor.s3 import S3Settings
@@ -279,3 +279,85 @@ def test_a_restored_database_is_used_as_it_is(s3: S3Settings, tmp_path: Path) ->
     t.prepare()
     assert t.logs == [f"using {t.db} from the volume (restored, not yet replicated)"]
     assert t.values() == ["x"]
+
+
+# -- the restart bound, the volume's permissions, who may switch uids
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_restart_bound_counts_crashes_in_a_window(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = restarts.RestartRecord(str(tmp_path), clock)
+    assert rec.begin() is None  # a first start
+    for i in range(restarts.LIMIT - 1):  # each incarnation crashes; the next start counts it
+        rec.exiting(f"the runtime killed by SIGKILL #{i}")
+        clock.now += 5
+        rec = restarts.RestartRecord(str(tmp_path), clock)
+        assert rec.begin() is None
+    rec = restarts.RestartRecord(str(tmp_path), clock)  # the supervisor itself was killed
+    clock.now += 5
+    why = rec.begin()
+    assert why is not None and why.startswith(f"gave up after {restarts.LIMIT} crashes")
+    assert restarts.UNSEEN in why
+    rec.ended(stayed_down=True)
+    # A person starts it again: the record starts afresh.
+    assert restarts.RestartRecord(str(tmp_path), clock).begin() is None
+
+
+def test_crashes_far_apart_never_reach_the_bound(tmp_path: Path) -> None:
+    clock = Clock()
+    rec = restarts.RestartRecord(str(tmp_path), clock)
+    rec.begin()
+    for _ in range(3 * restarts.LIMIT):
+        clock.now += restarts.WINDOW_S / 2
+        assert rec.crashed("Litestream ended (exit 1)") is None
+    rec.ended(stayed_down=False)
+    assert restarts.RestartRecord(str(tmp_path), clock).begin() is None  # a clean stop
+
+
+def test_the_database_files_are_checked_and_set_up(tmp_path: Path) -> None:
+    """As the supervisor's uid (here: this test's): the -wal and -shm are created, modes and
+    group set; anything at those names that is not a regular file of ours is suspect."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "tenant.db"
+    db.write_bytes(b"")
+    assert permissions.suspicious(str(db)) is None
+    if os.geteuid() == 0:
+        permissions.secure_db_files(str(db))
+        for f in permissions.db_files(str(db)):
+            st = os.stat(f)
+            assert (oct(st.st_mode & 0o777), st.st_gid) == ("0o660", layout.AGENT_GID)
+    (data / "tenant.db-wal").unlink(missing_ok=True)
+    os.symlink("/etc/passwd", data / "tenant.db-wal")
+    assert "tenant.db-wal is not a regular file" in (permissions.suspicious(str(db)) or "")
+    (data / "tenant.db-wal").unlink()
+    os.link(db, data / "hardlink")  # a second name for the database
+    assert "tenant.db is not a regular file" in (permissions.suspicious(str(db)) or "")
+
+
+@pytest.mark.parametrize(
+    ("uid", "cap_eff", "ok"),
+    [(0, 0x1C0, True), (0, 0x1FFFFFFFFFF, True), (0, 0xC0, False), (10001, 0x1C0, False)],
+)
+def test_only_root_with_the_three_capabilities_may_start(uid: int, cap_eff: int, ok: bool) -> None:
+    status = f"Name:\tpython3\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n"
+    why = identity.cannot_switch(uid, status)
+    assert (why is None) == ok, why
+    argv = identity.as_agent(["x"])
+    assert "--reuid=10002" in argv and "--bounding-set=-all" in argv and argv[-1] == "x"
+    assert "--groups=10002" in identity.as_supervisor(["x"])
+
+
+def test_exit_statuses_in_words() -> None:
+    assert exits.describe_code(137, oom=True) == "killed by SIGKILL (out of memory)"
+    assert exits.describe_code(-9) == "(its runner) killed by SIGKILL"
+    assert exits.describe_code(2) == "exit 2"
+    assert exits.ENGINE_STOP == 143 and exits.DOWN == 0
