@@ -73,7 +73,12 @@ class SecondEngine:
         _ip("link", "set", self.bridge, "up")
         self.started = False
 
-    def start(self) -> None:
+    def start(self, first: bool = True) -> None:
+        # Its own user-defined networks (the tenants' `litefleet`) come from a pool no other
+        # engine here uses. Only on the first start: dockerd 20.10, restarted with a default
+        # address pool, deletes the link named docker0 of its network namespace (this host's:
+        # the main engine's bridge). Networks made on the first start keep their subnets.
+        pool = ["--default-address-pool", f"base=172.30.{self.x}.0/24,size=28"] if first else []
         with self.log.open("ab") as out:
             subprocess.Popen(
                 [
@@ -83,9 +88,7 @@ class SecondEngine:
                     "--pidfile", str(self.pidfile),
                     "-H", self.url,
                     "--bridge", self.bridge,
-                    # Its own user-defined networks (the tenants' `litefleet`) come from a pool
-                    # no other engine here uses.
-                    "--default-address-pool", f"base=172.30.{self.x}.0/24,size=28",
+                    *pool,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -117,7 +120,7 @@ class SecondEngine:
         """Stop the engine as a shutdown does (SIGTERM: it stops its containers first), then
         start it again on the same data root."""
         _stop(self.pidfile, timeout)
-        self.start()
+        self.start(first=False)
 
     def close(self) -> None:
         if self.started:

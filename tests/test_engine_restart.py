@@ -45,6 +45,10 @@ def store(docker_client: Any) -> Iterator[OwnStore]:
         yield s
 
 
+def _link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
 def _ok(r: Result) -> Result:
     assert r.code == 0, f"exit {r.code}\nstdout: {r.out}\nstderr: {r.err}"
     return r
@@ -79,7 +83,10 @@ def test_an_engine_restart_brings_back_the_tenants_that_ran(
         client.containers.get(f"litefleet-{killed}").kill()
         time.sleep(2)  # the running tenant's steps go on meanwhile
 
+        had_docker0 = _link_exists("docker0")
         engine.restart()
+        # Restarting our engine must leave the main engine's bridge alone (see SecondEngine).
+        assert _link_exists("docker0") == had_docker0
         client.close()
         client = docker.DockerClient(engine.url)
 
