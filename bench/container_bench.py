@@ -575,8 +575,8 @@ class Bench:
 def proc_kind(cmd: str) -> str:
     if "fleet.supervisor keep" in cmd:
         return "supervisor"  # the keeper, PID 1 (python3 -I -m fleet.supervisor keep)
-    if "fleet.supervisor run-app" in cmd:
-        return "runner"  # the agent uid's end of the supervisor
+    if "litefleet-runner" in cmd or "fleet.supervisor run-app" in cmd:
+        return "runner"  # the agent uid's end of the supervisor (its command holds the runtime's)
     if "agent_runtime serve" in cmd or "agent-runtime" in cmd:
         return "agent-runtime"
     for kind in ("docker-init", "litestream"):

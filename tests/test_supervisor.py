@@ -358,6 +358,6 @@ def test_only_root_with_the_three_capabilities_may_start(uid: int, cap_eff: int,
 
 def test_exit_statuses_in_words() -> None:
     assert exits.describe_code(137, oom=True) == "killed by SIGKILL (out of memory)"
-    assert exits.describe_code(-9) == "(its runner) killed by SIGKILL"
+    assert exits.describe_code(-9) == "killed by SIGKILL"
     assert exits.describe_code(2) == "exit 2"
     assert exits.ENGINE_STOP == 143 and exits.DOWN == 0

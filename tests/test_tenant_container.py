@@ -140,18 +140,18 @@ def test_plain_litestream_restores_tenant(
 
 def processes(container: Any) -> dict[str, tuple[int, int]]:
     """The container's processes as `docker top` shows them: role -> (host pid, uid)."""
-    roles = {
+    roles = {  # first match wins: the runner's command line holds the runtime's
         "fleet.supervisor keep": "keeper",
-        "fleet.supervisor run-app": "runner",
+        "litefleet-runner": "runner",
         "litestream replicate": "litestream",
         "agent_runtime serve": "runtime",
     }
     top = container.top(ps_args="-o pid,uid,args")
     found: dict[str, tuple[int, int]] = {}
     for pid, uid, args in top["Processes"]:
-        for pattern, role in roles.items():
-            if pattern in args:
-                found[role] = (int(pid), int(uid))
+        role = next((r for pattern, r in roles.items() if pattern in args), None)
+        if role is not None:
+            found[role] = (int(pid), int(uid))
     return found
 
 

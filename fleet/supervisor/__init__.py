@@ -21,14 +21,18 @@ The process tree of a SQLite tenant (`docker top` shows the two uids)::
 
     PID 1  python3 -I -m fleet.supervisor keep    SUPERVISOR_UID 10001  keeper.py: the lease
     ├─ litestream replicate -config ...            SUPERVISOR_UID 10001  (no -exec)
-    └─ python3 -I -m fleet.supervisor run-app     AGENT_UID 10002       runner.py
-       └─ python3 -I -u -m agent_runtime serve ... --lease-file /run/litefleet/lease.json
-                                                   AGENT_UID 10002       all agent code
+    └─ python3 -I -u -m agent_runtime serve ... --lease-file /run/litefleet/lease.json
+       │                                           AGENT_UID 10002       all agent code
+       └─ /bin/sh litefleet-runner ...            AGENT_UID 10002       reads the keeper's pipe
+
+The runtime starts as the runner (images/tenant/runner.sh), which waits on the keeper's pipe
+until the lease is held and the database ready, then leaves a reader of the pipe behind and
+execs the runtime: the keeper's child *is* the runtime.
 
 PID 1 starts as root (``start``), forks the runner and execs itself into the keeper; both go
 through ``setpriv``, which clears every capability set, the bounding set included, before
 they change uid: no process holds a capability when any tenant code runs. A PostgreSQL tenant
-is only the runner (PID 1, AGENT_UID) and the runtime.
+is ``run-app`` (runner.py, PID 1, AGENT_UID) and the runtime.
 
 Modules, one concept each:
 
@@ -41,7 +45,8 @@ Modules, one concept each:
 - ``lease_gate``: the file that tells the runtime whether it may execute steps.
 - ``keeper``: holds the lease and runs the tenant's processes by it (PID 1).
 - ``children``: the keeper's children: Litestream (pause, resume, final sync) and the runner.
-- ``runner``: the agent uid's end: starts, stops and reports the runtime.
+- ``runner``: the agent uid's end (for SQLite tenants images/tenant/runner.sh; this module is
+  PID 1 of a PostgreSQL tenant).
 - ``litestream``: Litestream command lines and their ``-json`` output.
 - ``volume``: before replicating, restore when empty and set a stale database aside.
 - ``permissions``: owners and modes on the volume (what agent code may touch).

@@ -7,9 +7,9 @@
   nothing to the replica, keeps its state and its hold on the database (so nobody checkpoints
   the WAL behind its back), and SIGCONT resumes it where it was. SIGTERM makes it do its
   final sync and exit; SIGKILL stops it without one (a lost lease).
-- ``AppLink``: the runner (AGENT_UID), forked by the first stage before it became the keeper.
-  The keeper may not signal another uid, so it writes one byte on a pipe: start, stop (the
-  runtime drains), kill.
+- ``AppLink``: the runner (AGENT_UID, images/tenant/runner.sh), forked by the first stage
+  before it became the keeper; once started it *is* the runtime (exec). The keeper may not
+  signal another uid, so it writes a line on a pipe: start, stop (the runtime drains), kill.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import os
 import signal
 import sys
 
-from .runner import KILL, START, STOP
-
 READY = b"r"
+START, STOP, KILL = b"start\n", b"stop\n", b"kill\n"  # to the runner (runner.sh)
 
 
 def which(name: str, env: dict[str, str]) -> str:
@@ -126,24 +125,30 @@ class Replicator:
 
 
 class AppLink:
-    """The runner, through its control pipe (``control`` is our write end)."""
+    """The runner, then the runtime it became, through the control pipe (``control``: our
+    write end)."""
 
     def __init__(self, pid: int, control: int) -> None:
         self.pid: int | None = pid
         self.control = control
         self.started = False
 
-    def _send(self, msg: bytes) -> None:
-        with contextlib.suppress(OSError):  # the runner is gone: its exit is reaped
+    def _send(self, msg: bytes) -> bool:
+        """False when nobody reads the pipe any more (the runtime exited, or agent code
+        killed the runner's reader: then the runtime cannot be told)."""
+        try:
             os.write(self.control, msg)
+        except OSError:
+            return False
+        return True
 
     def start(self) -> None:
         if not self.started:
             self.started = True
             self._send(START)
 
-    def stop(self) -> None:
-        self._send(STOP)
+    def stop(self) -> bool:
+        return self._send(STOP)
 
     def kill(self) -> None:
         self._send(KILL)

@@ -2,16 +2,17 @@
 entrypoint.sh runs ``start``). The process tree and who runs as whom: see __init__.py.
 
 - ``start`` (PID 1, root with CAP_SETUID/SETGID/SETPCAP only): check the settings, then
-  - SQLite tenant: fork the runner, which drops to AGENT_UID and waits on a pipe; then drop to
-    SUPERVISOR_UID and become the keeper (``keep``), still PID 1, with the pipe's other end;
-  - PostgreSQL tenant: drop to AGENT_UID and become the runner (PID 1), which starts the
-    runtime at once.
+  - SQLite tenant: fork the runner (images/tenant/runner.sh), which drops to AGENT_UID and
+    waits on a pipe (fd 3) to become the runtime; then drop to SUPERVISOR_UID and become the
+    keeper (``keep``), still PID 1, with the pipe's other end;
+  - PostgreSQL tenant: drop to AGENT_UID and become ``run-app`` (runner.py, PID 1), which
+    starts the runtime at once.
   Both drops go through ``setpriv`` (identity.py): no capability survives them.
 - ``keep`` (PID 1, SUPERVISOR_UID): keeper.py, with Litestream and the runner as children.
 - ``replicate`` (the keeper's child, SUPERVISOR_UID, under the lease): restore the database or
   set a stale one aside (volume.py), set the volume's permissions (permissions.py), say READY,
   then ``exec litestream replicate`` (no ``-exec``: the runtime is not Litestream's child).
-- ``run-app`` (AGENT_UID): runner.py.
+- ``run-app`` (AGENT_UID, PID 1 of a PostgreSQL tenant): runner.py.
 - ``hold [--run-dir DIR] -- CMD...``: the keeper around any command (tests, no container).
 
 Settings that cannot work stop the container for good (exit 0, see exits.py) with one line.
@@ -28,11 +29,20 @@ from .environments import (
     litestream_env,
     problem,
     runtime_env,
+    sqlite_serve_command,
     uses_postgres,
     with_defaults,
 )
 from .identity import as_agent, as_supervisor, cannot_switch
-from .layout import ENV_CONTROL_FD, ENV_READY_FD, ENV_RUNNER_PID, ENV_TENANT
+from .layout import (
+    CONTROL_FD,
+    DB_PATH,
+    ENV_CONTROL_FD,
+    ENV_READY_FD,
+    ENV_RUNNER_PID,
+    ENV_TENANT,
+    RUNNER,
+)
 
 EXIT_USAGE = 64
 
@@ -68,9 +78,13 @@ def start(environ: dict[str, str]) -> int:
     if runner == 0:  # pragma: no cover - child
         try:
             os.close(w)
-            os.set_inheritable(r, True)
-            argv = as_agent(self_command("run-app"))
-            os.execve(argv[0], argv, {**runtime_env(env), ENV_CONTROL_FD: str(r)})
+            if r == CONTROL_FD:
+                os.set_inheritable(r, True)
+            else:
+                os.dup2(r, CONTROL_FD)  # inheritable
+            app_env = runtime_env(env)
+            argv = as_agent([RUNNER, *sqlite_serve_command(app_env, DB_PATH)])
+            os.execve(argv[0], argv, app_env)
         finally:
             os._exit(127)
     os.close(r)

@@ -56,13 +56,11 @@ def describe(status: int, oom: bool = False) -> str:
 
 
 def describe_code(code: int, oom: bool = False) -> str:
-    """The runner's exit status (``os.waitstatus_to_exitcode``) in words: the runner exits
-    with the runtime's status, 128+N when the runtime was killed by signal N; a negative code
-    is the runner itself killed."""
-    if code < 0:
-        return f"(its runner) killed by {_signal_name(-code)}" + (" (out of memory)" if oom else "")
-    if code > 128:
-        return f"killed by {_signal_name(code - 128)}" + (" (out of memory)" if oom else "")
+    """An exit status (``os.waitstatus_to_exitcode``: negative for signal N) in words; a shell
+    reports a child killed by signal N as 128+N, read the same way."""
+    if code < 0 or code > 128:
+        name = _signal_name(-code if code < 0 else code - 128)
+        return f"killed by {name}" + (" (out of memory)" if oom else "")
     return f"exit {code}"
 
 

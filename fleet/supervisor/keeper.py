@@ -123,6 +123,7 @@ class Keeper:
         self.synced = False  # the replicator ended after a final sync
         self.down_why: str | None = None  # stay down: why (lease lost, gave up)
         self.lost = False
+        self.app_deaf = False  # the runtime could not be told to stop: its gate closes instead
         self.crash_why: str | None = None
         self.restart_at: float | None = None
         self.crashes = 0
@@ -232,11 +233,19 @@ class Keeper:
             due += [self.next_renew, self.held.valid_until if self.confirmed else due[0]]
         if self.restart_at is not None and self.confirmed:
             due.append(self.restart_at)
+        if self.app_deaf:
+            due.append(self.gate.valid_until)
         return min(due) - now
 
     def _done(self) -> bool:
-        app_gone = self.app is None or self.app.pid is None
-        return self.stopping and app_gone and self.replicator.pid is None
+        return self.stopping and self._app_settled() and self.replicator.pid is None
+
+    def _app_settled(self) -> bool:
+        """The runtime exited, or (deaf to its stop request) commits nothing any more: the
+        last deadline its gate was given has passed."""
+        if self.app is None or self.app.pid is None:
+            return True
+        return self.app_deaf and time.monotonic() >= self.gate.valid_until
 
     # -- the lease
 
@@ -278,7 +287,8 @@ class Keeper:
         self.state.lease("held", "renewed")
         if self.replicator.ready:
             self.state.update(replication="running" if self.replicator.pid else "restarting")
-            self.gate.held(self.held.valid_until if self.held else 0.0)
+            if not self.app_deaf:
+                self.gate.held(self.held.valid_until if self.held else 0.0)
 
     def _unconfirm(self) -> None:
         """Cannot vouch for the lease any more: nothing of this tenant may write."""
@@ -338,7 +348,7 @@ class Keeper:
     def _replicator_exited(self, status: int) -> None:
         was_ready = self.replicator.ready
         self.replicator.exited()
-        if self.sync_asked or self.lost:
+        if self.stopping or self.lost:  # we stopped it
             self.synced = self.sync_asked and os.waitstatus_to_exitcode(status) == 0
             return
         what = "Litestream" if was_ready else "preparing the database"
@@ -385,12 +395,17 @@ class Keeper:
             return
         self.stopping = True
         self.restart_at = None
-        if self.app is not None and self.app.pid is not None:
-            self.app.stop()  # the runtime drains; or the runner, never started, just ends
+        # The runtime drains (or the runner, never started, just ends). If nobody reads the
+        # request, the gate is left to lapse instead: then the runtime commits nothing more,
+        # Litestream makes its final sync, and the runtime ends with the container.
+        if self.app is not None and self.app.pid is not None and not self.app.stop():
+            self.app_deaf = True
+            self.gate.unconfirmed("the tenant is stopping")
+            self.log("the runtime did not take its stop request: letting its lease gate lapse")
         self._advance_stop()
 
     def _advance_stop(self) -> None:
-        if self.app is not None and self.app.pid is not None:
+        if not self._app_settled():
             return  # still draining: Litestream keeps replicating what it commits
         if self.replicator.pid is None or self.sync_asked:
             return

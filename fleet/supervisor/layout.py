@@ -17,6 +17,8 @@ TENANT_RULE = "1-63 characters a-z, 0-9 and '-', not starting or ending with '-'
 DATA_DIR = "/data"  # the tenant's volume
 DB_PATH = f"{DATA_DIR}/tenant.db"
 LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
+RUNNER = "/opt/litefleet/bin/litefleet-runner"  # images/tenant/runner.sh
+CONTROL_FD = 3  # the runner's end of the keeper's control pipe
 RUNTIME_PORT = 8080
 
 # -- identities (images/tenant/Dockerfile creates them). The supervisor starts as root with
@@ -51,7 +53,7 @@ ENV_LEASE_TTL = "LITEFLEET_LEASE_TTL"
 ENV_LEASE_RENEW = "LITEFLEET_LEASE_RENEW"
 ENV_LEASE_WAIT = "LITEFLEET_LEASE_WAIT"
 ENV_RUNNER_PID = "LITEFLEET_RUNNER_PID"  # set by the supervisor itself, for the keeper
-ENV_CONTROL_FD = "LITEFLEET_CONTROL_FD"  # the pipe between the keeper and the runner
+ENV_CONTROL_FD = "LITEFLEET_CONTROL_FD"  # the keeper's end of its pipe to the runner
 ENV_READY_FD = "LITEFLEET_READY_FD"  # where the replicate stage says the database is ready
 ENV_LEASE_FILE = "AGENT_RUNTIME_LEASE_FILE"
 ENV_TOKEN = "AGENT_RUNTIME_TOKEN"

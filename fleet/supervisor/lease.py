@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 TTL_S = 15.0
 RENEW_S = 5.0
-EXIT_LEASE = 75  # EX_TEMPFAIL: kept for the fleet's messages about older containers
 _FENCE_MARGIN_S = 1.0  # the holder stops its writers at least this long before its ttl ends
 
 

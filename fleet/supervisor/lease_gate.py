@@ -29,6 +29,7 @@ class GateFile:
         self.state: str | None = None
         self.since = time.time()
         self.reason = ""
+        self.valid_until = 0.0  # the latest promise made: the runtime may commit until then
 
     def held(self, valid_until: float, reason: str = "renewed") -> None:
         self._write(HELD, valid_until, reason)
@@ -41,6 +42,7 @@ class GateFile:
         if state != self.state:
             self.since = time.time()
         self.state, self.reason = state, reason
+        self.valid_until = max(self.valid_until, valid_until)
         body = {"valid_until": valid_until, "state": state, "since": self.since, "reason": reason}
         if self.path is not None:
             write_atomically(self.path, json.dumps(body).encode(), 0o644)
