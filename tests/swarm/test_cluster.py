@@ -57,7 +57,7 @@ def _wait_task(manager: Any, service: Any, timeout: float = 60.0) -> dict[str, A
 def test_a_task_on_node2_gets_its_secret_volume_and_port(
     swarm: SwarmCluster, manager: Any, node2: Any, tenant_image: str
 ) -> None:
-    from docker.types import EndpointSpec, Placement, SecretReference, ServiceMode
+    from docker.types import EndpointSpec, SecretReference, ServiceMode
 
     name = f"lf-exp-{uuid.uuid4().hex[:8]}"
     manager.nodes.get(swarm.node2_id).update(
