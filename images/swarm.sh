@@ -50,9 +50,6 @@ LOG2="$DIR/dockerd.log"
 # PostgreSQL listen) through the default route instead of a local bridge of the same subnet.
 BIP2=10.253.0.1/24
 POOL2=10.254.0.0/16
-# Tenants' bridge (lfsw0) on each node, from its config-only network.
-SUBNET1=10.240.1.0/24
-SUBNET2=10.240.2.0/24
 # Overlay networks (the swarm's ingress) take their subnets from here, away from 10.0.0.0/8's
 # usual 10.0.x.
 SWARM_POOL=10.252.0.0/16
@@ -69,7 +66,11 @@ log() { echo "swarm.sh: $*" >&2; }
 d2() { docker -H "unix://$SOCK2" "$@"; }
 node2_answers() { [[ -S "$SOCK2" ]] && d2 info >/dev/null 2>&1; }
 node2_pid() { cat "$PID2" 2>/dev/null || true; }
-alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+# A killed dockerd may linger as a zombie here (PID 1 of these machines reaps orphans late).
+alive() {
+    [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null \
+        && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
 state1() { docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 state2() { d2 info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 
@@ -206,15 +207,13 @@ copy_images() {
     done
 }
 
-# Each node's config-only network and firewall rules for tenants (images/swarm-node.sh).
+# Each node's firewall rules for tenants (images/swarm-node.sh). On node 1, this machine's
+# engine, they only match traffic from docker0 to the tenant port range and to port 8080 of
+# another docker0 container; `down` removes them.
 prepare_nodes() {
     local node_script="$ROOT/images/swarm-node.sh"
-    if ! docker network inspect litefleet-swarm-config >/dev/null 2>&1 \
-        && ip -4 route | grep -q "^${SUBNET1%/*}"; then
-        die "$SUBNET1 is already routed here; cannot give it to node 1's tenants"
-    fi
-    bash "$node_script" prepare "$SUBNET1"
-    ip netns exec "$NS" env DOCKER_HOST="unix://$SOCK2" bash "$node_script" prepare "$SUBNET2"
+    bash "$node_script" prepare
+    ip netns exec "$NS" bash "$node_script" prepare
 }
 
 print_env() {
@@ -280,14 +279,8 @@ cmd_down() {
     done
     if node2_answers; then d2 swarm leave --force >/dev/null 2>&1 || true; fi
     [[ "$owner" == ours ]] && docker swarm leave --force >/dev/null
-    # Node 1's tenant network and rules (node 2's go with its namespace and data root). The
-    # config-only network stays in use until the swarm network's local copy is gone.
-    local _i
-    for _i in $(seq 1 40); do
-        bash "$ROOT/images/swarm-node.sh" unprepare
-        docker network inspect litefleet-swarm-config >/dev/null 2>&1 || break
-        sleep 0.5
-    done
+    # Node 1's tenant rules (node 2's go with its namespace).
+    bash "$ROOT/images/swarm-node.sh" unprepare
     stop_node2
     kill_node2_leftovers
     if ip netns list | grep -qw "$NS"; then
