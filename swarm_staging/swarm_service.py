@@ -175,8 +175,11 @@ def _task_template(t: SwarmTenant, labels: Mapping[str, str]) -> dict[str, Any]:
                 "MemoryBytes": t.memory_bytes,
                 "Pids": t.pids,
             },
-            # Swarm places by reservations: a node takes tenants while their limits fit.
-            "Reservations": {"NanoCPUs": int(t.cpus * _NS), "MemoryBytes": t.memory_bytes},
+            # Swarm places by reservations: a node takes tenants while their memory limits
+            # fit (as the engines backend places by free memory). No CPU reservation: idle
+            # tenants use little, and reserving the 0.5-core limit would cap a 2-core node at
+            # four tenants.
+            "Reservations": {"MemoryBytes": t.memory_bytes},
         },
         "RestartPolicy": {"Condition": "any", "Delay": int(RESTART_DELAY_S * _NS)},
         "Placement": {"Constraints": constraints(t.host)},
