@@ -53,25 +53,25 @@ class SwarmCluster:
 
     def kill_node(self) -> None:
         """Node 2 dies: its dockerd, containerd, shims and containers, all SIGKILLed."""
-        _script("kill-node2")
+        swarm_script("kill-node2")
 
     def kill_engine(self) -> None:
         """SIGKILL node 2's dockerd only (its containers keep running)."""
-        _script("kill-engine2")
+        swarm_script("kill-engine2")
 
     def start_node(self) -> None:
         """Start node 2's dockerd again; returns once it answers."""
-        _script("start-node2")
+        swarm_script("start-node2")
 
     def partition(self) -> None:
         """Cut node 2 off from the manager only (swarm ports); the store stays reachable."""
-        _script("partition")
+        swarm_script("partition")
 
     def heal(self) -> None:
-        _script("heal")
+        swarm_script("heal")
 
 
-def _script(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> str:
+def swarm_script(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         ["bash", str(SCRIPT), *args],
         env={**os.environ, **(env or {})},
@@ -169,10 +169,10 @@ def running_swarm(heartbeat: str = "1s") -> Iterator[SwarmCluster]:
     if reason is not None:
         raise SwarmUnavailable(reason)
     if _engine_snapshot()["swarm"] != "inactive":
-        _script("down")  # a swarm an earlier run left behind; refuses one it did not make
+        swarm_script("down")  # a swarm an earlier run left behind; refuses one it did not make
     before = _engine_snapshot()
     try:
-        out = _script("up", env={"SWARM_HEARTBEAT": heartbeat})
+        out = swarm_script("up", env={"SWARM_HEARTBEAT": heartbeat})
         values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         with _host_store(values["SWARM_NODE1_ADDR"]) as endpoint:
             yield SwarmCluster(
@@ -185,7 +185,7 @@ def running_swarm(heartbeat: str = "1s") -> Iterator[SwarmCluster]:
                 s3_endpoint=endpoint,
             )
     finally:
-        _script("down")
+        swarm_script("down")
         after = _engine_snapshot()
         if any(after.get(k) != v for k, v in before.items()):
             raise AssertionError(f"node 1 changed: before {before}, after {after}")

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.swarm_cluster import SwarmCluster, _script
+from tests.swarm.tenants import NODE_NAMES
+from tests.swarm_cluster import SwarmCluster, swarm_script
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -60,9 +61,9 @@ def test_a_task_on_node2_gets_its_secret_volume_and_port(
     from docker.types import EndpointSpec, SecretReference, ServiceMode
 
     name = f"lf-exp-{uuid.uuid4().hex[:8]}"
-    manager.nodes.get(swarm.node2_id).update(
-        {**manager.nodes.get(swarm.node2_id).attrs["Spec"], "Labels": {"litefleet.host": "n2"}}
-    )
+    node = manager.nodes.get(swarm.node2_id)
+    labels = {**(node.attrs["Spec"].get("Labels") or {}), "litefleet.host": NODE_NAMES[1]}
+    node.update({**node.attrs["Spec"], "Labels": labels})
     secret = manager.secrets.create(name=name, data=b"s3cret-value")
     image_id = manager.images.get(tenant_image).id
     service = None
@@ -74,7 +75,7 @@ def test_a_task_on_node2_gets_its_secret_volume_and_port(
             name=name,
             workdir="/run/secrets",
             mode=ServiceMode("replicated", replicas=1),
-            constraints=["node.labels.litefleet.host==n2"],
+            constraints=[f"node.labels.litefleet.host=={NODE_NAMES[1]}"],
             secrets=[SecretReference(secret.id, name, filename="token", uid="10001", mode=0o400)],
             mounts=[f"{name}-vol:/data:rw"],
             endpoint_spec=EndpointSpec(ports={18123: (8080, "tcp", "host")}),
@@ -130,7 +131,7 @@ def _wait_gone(client: Any, name: str, timeout: float = 30.0) -> None:
 
 def test_up_again_changes_nothing(swarm: SwarmCluster, manager: Any) -> None:
     nodes_before = sorted(n.id for n in manager.nodes.list())
-    out = _script("up")
+    out = swarm_script("up")
     assert f"SWARM_NODE2_ID={swarm.node2_id}" in out
     assert sorted(n.id for n in manager.nodes.list()) == nodes_before
     states = {n.id: n.attrs["Status"]["State"] for n in manager.nodes.list()}
