@@ -158,6 +158,30 @@ def _engine_snapshot() -> dict[str, str]:
     return {"swarm": state, **nets}
 
 
+SESSION_LOCK = "/run/lock/litefleet-swarm-session.lock"
+_LOCK_WAIT_S = 1200.0
+
+
+@contextlib.contextmanager
+def _one_session_at_a_time() -> Iterator[None]:
+    """Node 1 can be in one swarm only: a second test session or benchmark waits its turn."""
+    import fcntl
+
+    with open(SESSION_LOCK, "w") as lock:
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SwarmUnavailable(
+                        f"another session held {SESSION_LOCK} for {_LOCK_WAIT_S:g}s"
+                    ) from None
+                time.sleep(1)
+        yield
+
+
 @contextlib.contextmanager
 def running_swarm(heartbeat: str = "1s") -> Iterator[SwarmCluster]:
     """Bring the swarm up (see the module doc); take it down and check node 1 afterwards.
@@ -168,6 +192,12 @@ def running_swarm(heartbeat: str = "1s") -> Iterator[SwarmCluster]:
     reason = unavailable_reason()
     if reason is not None:
         raise SwarmUnavailable(reason)
+    with _one_session_at_a_time(), _swarm_up(heartbeat) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def _swarm_up(heartbeat: str) -> Iterator[SwarmCluster]:
     if _engine_snapshot()["swarm"] != "inactive":
         swarm_script("down")  # a swarm an earlier run left behind; refuses one it did not make
     before = _engine_snapshot()
