@@ -230,3 +230,40 @@ def test_migrate_by_constraint_keeps_every_run(tenants: SwarmTenants, swarm: Swa
     print(f"migrate by constraint: healthy on node 1 after {time.monotonic() - t0:.1f}s")
     with tenants.http(t, place.address) as http:
         assert {"m0", "m1", "m2"} <= {k for k, v in _statuses(http).items() if v == "completed"}
+
+
+def test_engine_killed_alone_the_old_container_stays_the_only_writer(
+    tenants: SwarmTenants, swarm: SwarmCluster
+) -> None:
+    """SIGKILL of node 2's dockerd alone leaves its containers running (docs/swarm.md): Swarm
+    starts a replacement on node 1 while the old task still serves and replicates. The lease
+    keeps the replacement waiting; once node 2's engine is back it kills the old container
+    (no final sync), the lease lapses, and the replacement restores with every run."""
+    t = _on_node2_by_swarm(tenants)
+    with tenants.http(t, swarm.node2_addr) as http:
+        _run(http, "echo", {"message": "before"}, "before")
+        _wait_completed(http, ["before"])
+    holder = _lease(tenants, t.name)["holder"]
+
+    swarm.kill_engine()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # Swarm gives up on node 2 and tries node 1
+            tasks = tenants.manager.api.tasks(filters={"service": t.service_id})
+            if any(x.get("NodeID") == swarm.node1_id for x in tasks):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no replacement task on node 1")
+        time.sleep(20)  # the replacement's keeper waits its 20 s for the lease
+        assert _lease(tenants, t.name)["holder"] == holder
+        with tenants.http(t, swarm.node2_addr) as http:  # the old task still serves, alone
+            _run(http, "echo", {"message": "while"}, "while")
+            _wait_completed(http, ["while"])
+        time.sleep(2)  # replicated (sync interval 1 s)
+    finally:
+        swarm.start_node()
+    place = tenants.wait_healthy(t, "one", timeout=120)
+    with tenants.http(t, place.address) as http:
+        assert {"before", "while"} <= set(_statuses(http))
+    assert _lease(tenants, t.name)["holder"].startswith(swarm.node1_id)
