@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from swarm_staging.k8s_manifest import (
+from fleet.ops.k8s_manifest import (
     NON_PUBLIC,
     K8sTenant,
     quantity_memory,
@@ -164,3 +164,34 @@ def test_yaml_round_trips() -> None:
 def test_bad_memory_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="memory"):
         quantity_memory(bad)
+
+
+@pytest.mark.docker
+def test_fleet_k8s_manifest_prints_a_valid_stream(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, docker_client: object
+) -> None:
+    """A tenant that does not exist yet (looked up on the engine) gets the defaults."""
+    from tests.fleet_support import cli
+
+    yaml = pytest.importorskip("yaml")
+    kv = pytest.importorskip("kubernetes_validate")
+    monkeypatch.setenv("FLEET_CONFIG", "")
+    monkeypatch.setenv("FLEET_S3_ENDPOINT", "https://s3.example.com")
+    r = cli(capsys, "k8s", "manifest", "k8s-new-tenant")
+    assert r.code == 0, r.err
+    objs = list(yaml.safe_load_all(r.out))
+    assert [o["kind"] for o in objs] == ["Service", "NetworkPolicy", "StatefulSet"]
+    for o in objs:
+        kv.validate(o, kv.latest_version(), strict=True)
+
+
+def test_fleet_k8s_manifest_refuses_the_embedded_store(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fleet_support import cli
+
+    monkeypatch.setenv("FLEET_CONFIG", "")
+    monkeypatch.delenv("FLEET_S3_ENDPOINT", raising=False)
+    r = cli(capsys, "k8s", "manifest", "alice")
+    assert r.code == 2
+    assert "FLEET_S3_ENDPOINT" in r.err and len(r.err.strip().splitlines()) == 1

@@ -34,8 +34,10 @@ s3_app = typer.Typer(
     no_args_is_help=True,
 )
 image_app = typer.Typer(help="Tenant container images.", no_args_is_help=True)
+k8s_app = typer.Typer(help="Kubernetes, on paper (docs/kubernetes.md).", no_args_is_help=True)
 app.add_typer(s3_app, name="s3")
 app.add_typer(image_app, name="image")
+app.add_typer(k8s_app, name="k8s")
 
 # -- shared options
 

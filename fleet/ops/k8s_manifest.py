@@ -23,13 +23,16 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-TENANT_PORT = 8080
-TENANT_UID = 10001
-DATA_DIR = "/data"
-DB_PATH = f"{DATA_DIR}/tenant.db"
-LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import ConfigError
+from fleet.core.hosting import Tenant, TenantSpec
+from fleet.core.names import DATA_DIR, DB_PATH, LITESTREAM_CONFIG, TENANT_UID
+from fleet.core.names import RUNTIME_PORT as TENANT_PORT
+
 LEASE_FILE = "/run/litefleet/lease-held"
 GATEWAY_SELECTOR = {"litefleet.role": "gateway"}
 # What `--egress public` never reaches: private, shared, link-local (cloud metadata) ranges.
@@ -46,9 +49,9 @@ class K8sTenant:
     s3_endpoint: str
     s3_bucket: str
     s3_region: str = "us-east-1"
-    app: str = "agent_runtime.examples"
-    memory: str = "256m"  # Docker notation, as `fleet up --memory`
-    cpus: float = 0.5
+    app: str = names.DEFAULT_APP
+    memory: str = names.DEFAULT_MEMORY  # Docker notation, as `fleet up --memory`
+    cpus: float = names.DEFAULT_CPUS
     labels: Mapping[str, str] = field(default_factory=dict)
     ttl_expires_at: str | None = None  # ISO 8601, as `fleet up --ttl` records it
     env: Mapping[str, str] = field(default_factory=dict)
@@ -75,7 +78,7 @@ def quantity_cpu(cpus: float) -> str:
 
 def tenant_manifest(t: K8sTenant) -> list[dict[str, Any]]:
     """The tenant's objects, in the order to apply them."""
-    name = f"litefleet-{t.tenant}"
+    name = names.container_name(t.tenant)
     return [
         _service(t, name),
         _network_policy(t, name),
@@ -371,3 +374,48 @@ def _host_rule(entry: str, names_reach: dict[str, Any] = PUBLIC_ADDRESSES) -> di
     if port:
         rule["ports"] = [{"protocol": "TCP", "port": int(port)}]
     return rule
+
+
+def manifest_for(fleet: Fleet, tenant: str) -> str:
+    """`fleet k8s manifest T`: the tenant as it runs now (its image, app, limits, labels,
+    environment), else a new tenant with the defaults; the object store of the settings."""
+    from fleet.engine.image_transfer import registry_ref
+
+    from .tenants import find_or_none
+
+    names.check_tenant(tenant)
+    settings = fleet.settings
+    endpoint = settings.s3_tenant_endpoint or settings.s3_endpoint
+    if not endpoint:
+        raise ConfigError(
+            "a Kubernetes tenant needs an object store its cluster reaches, not the embedded one",
+            "set FLEET_S3_ENDPOINT (and FLEET_S3_TENANT_ENDPOINT if pods reach it elsewhere)",
+        )
+    existing = find_or_none(fleet, tenant)
+    spec = fleet.hosting.spec_of(existing) if existing is not None else None
+    image = spec.image if spec is not None else settings.image
+    k8s = K8sTenant(
+        tenant=tenant,
+        image=registry_ref(settings.registry, image) if settings.registry else image,
+        s3_endpoint=endpoint,
+        s3_bucket=settings.s3_bucket,
+        s3_region=settings.s3_region,
+        **(_from_spec(spec, existing) if spec is not None and existing is not None else {}),
+    )
+    return render_yaml(tenant_manifest(k8s))
+
+
+def _from_spec(spec: TenantSpec, t: Tenant) -> dict[str, Any]:
+    expires = (
+        datetime.fromtimestamp(t.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if t.expires_at is not None
+        else None
+    )
+    return {
+        "app": spec.app,
+        "memory": spec.memory,
+        "cpus": spec.cpus,
+        "labels": dict(t.labels),
+        "env": dict(spec.env),
+        "ttl_expires_at": expires,
+    }
