@@ -189,7 +189,7 @@ def main() -> None:
     ap.add_argument("--migrations", type=int, default=3)
     ap.add_argument("--tenants", type=int, default=50)
     args = ap.parse_args()
-    from fleet._images import image_ref
+    from fleet.core.names import image_ref
 
     out: dict[str, Any] = {"machine": describe(Path("/tmp"), ROOT)}
     with running_swarm(heartbeat="1s") as swarm:

@@ -40,6 +40,7 @@ class Tenant:
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
+    address: str = "127.0.0.1"  # where the API's port is: loopback, or a Swarm node
 
     @property
     def running(self) -> bool:
@@ -51,7 +52,7 @@ class Tenant:
 
     @property
     def url(self) -> str | None:
-        return f"http://127.0.0.1:{self.port}" if self.port else None
+        return f"http://{self.address}:{self.port}" if self.port else None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -145,6 +146,26 @@ class Stopped:
 
 
 @dataclass(frozen=True)
+class SwarmNode:
+    """What `fleet hosts` shows of a Swarm node beside the usual host figures."""
+
+    id: str
+    hostname: str
+    label: str | None  # its litefleet.host label, the name `--host` and `--to` take
+    state: str  # ready, down, unknown
+    availability: str  # active, pause, drain
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "node_id": self.id,
+            "hostname": self.hostname,
+            "label": self.label,
+            "state": self.state,
+            "availability": self.availability,
+        }
+
+
+@dataclass(frozen=True)
 class HostInfo:
     name: str
     url: str
@@ -156,6 +177,7 @@ class HostInfo:
     images: bool | None = None  # has the fleet's tenant image
     version: str | None = None
     error: str | None = None
+    node: SwarmNode | None = None  # on Swarm: the node this host name stands for
 
     @property
     def mem_free(self) -> int | None:
@@ -164,7 +186,9 @@ class HostInfo:
         return max(0, self.mem_total - self.mem_reserved)
 
     def as_dict(self) -> dict[str, object]:
+        node = {} if self.node is None else self.node.as_dict()
         return {
+            **node,
             "host": self.name,
             "url": self.url,
             "reachable": self.reachable,

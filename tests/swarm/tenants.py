@@ -15,15 +15,18 @@ from typing import Any
 
 import httpx
 
-from swarm_staging.swarm_service import (
+from fleet.core.hosting import TenantSpec
+from fleet.engine.swarm_service import (
     HOST_LABEL,
-    SwarmTenant,
+    LABEL_PORT,
+    Placement,
     TaskPlace,
     allocate_port,
     current_task,
+    service_args,
     task_place,
-    tenant_service,
 )
+from fleet.supervisor.s3 import S3Settings
 from tests.swarm_cluster import SwarmCluster
 
 BUCKET = "litefleet-swarm-test"
@@ -87,30 +90,25 @@ class SwarmTenants:
             labels={"litefleet.tenant": name},
         )
         used = [
-            int(s.attrs["Spec"]["Labels"].get("litefleet.port", 0))
+            int(s.attrs["Spec"]["Labels"].get(LABEL_PORT, 0))
             for s in self.manager.services.list(filters={"label": "litefleet.role=tenant"})
         ]
-        port = allocate_port(used)
-        spec = SwarmTenant(
+        port = allocate_port(used, 30000, 32767)
+        spec = TenantSpec(
             tenant=name,
-            image_id=self.image_id,
             image=self.image,
-            token_secret_id=secret.id,
-            token_secret_name=secret.name,
-            port=port,
-            environment={
-                "TENANT": name,
-                "AGENT_RUNTIME_APP": "agent_runtime.examples",
-                "LITEFLEET_S3_ENDPOINT": self.cluster.s3_endpoint,
-                "LITEFLEET_S3_BUCKET": BUCKET,
-                "LITEFLEET_S3_REGION": "us-east-1",
-                "LITESTREAM_ACCESS_KEY_ID": "litefleet",
-                "LITESTREAM_SECRET_ACCESS_KEY": "litefleet-test",
-            },
+            token=token,
+            s3=S3Settings(
+                endpoint=self.cluster.s3_endpoint,
+                bucket=BUCKET,
+                region="us-east-1",
+                access_key_id="litefleet",
+                secret_access_key="litefleet-test",
+            ),
             labels={"litefleet.test": "true"},
-            host=host,
         )
-        service = self.manager.api.create_service(**tenant_service(spec))
+        where = Placement(self.image_id, secret.id, secret.name, port, host)
+        service = self.manager.api.create_service(**service_args(spec, where))
         handle = SwarmTenantHandle(name, token, port, str(service["ID"]), str(secret.id))
         self.made.append(handle)
         return handle
