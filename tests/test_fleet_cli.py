@@ -13,6 +13,7 @@ from .fleet_support import cli, fleet, one_line_error
 
 COMMANDS = {
     "up",
+    "k8s",
     "ls",
     "down",
     "rm",

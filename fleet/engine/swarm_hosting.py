@@ -51,6 +51,7 @@ from .swarm_service import (
 
 LABEL_TOKEN_OF = names.LABEL_PREFIX + "token-of"  # on the token's secret and config
 _RUNNING = ("starting", "running")
+_VOLUME_RELEASE_S = 30.0
 _ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
 
 
@@ -217,30 +218,18 @@ class SwarmHosting:
         )  # fmt: skip
 
     def stop(self, t: Tenant, timeout: int) -> Stopped:
-        """Scale to 0 (SIGTERM, then SIGKILL after the service's grace period) and wait for
-        the task to end; its exit code and what it printed meanwhile."""
-        since = int(time.time()) - 1
-        running = [x for x in self._tasks(t) if x["Status"]["State"] in _RUNNING]
+        """Scale to 0 (SIGTERM, SIGKILL after the service's grace period) and watch the task
+        end: its exit code and what it printed. Swarm deletes a scaled-down task (and its
+        container, logs included) ~0.3 s after it ended, so both are caught while it stops."""
+        watch = _StopWatch(self.api, t.handle["ID"], since=int(time.time()) - 1)
+        running = [x["ID"] for x in watch.tasks() if x["Status"]["State"] in _RUNNING]
         self._scale(t, 0)
-        ended = self._wait_ended(t, [x["ID"] for x in running], timeout + 15)
-        code = (ended.get("Status", {}).get("ContainerStatus") or {}).get("ExitCode")
-        logs = b"".join(self.api.service_logs(t.handle["ID"], stdout=True, stderr=True,
-                                              since=since))  # fmt: skip
-        return Stopped(code, logs.decode(errors="replace"))
-
-    def _tasks(self, t: Tenant) -> list[dict[str, Any]]:
-        return list(self.api.tasks(filters={"service": t.handle["ID"]}))
-
-    def _wait_ended(self, t: Tenant, ids: list[str], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            tasks = {x["ID"]: x for x in self._tasks(t)}
-            left = [i for i in ids if tasks.get(i, {}).get("Status", {}).get("State") not in _ENDED]
-            if not left:
-                return tasks[ids[0]] if ids and ids[0] in tasks else {}
+        deadline = time.monotonic() + timeout + 15
+        while not watch.ended(running):
             if time.monotonic() > deadline:
-                raise FleetTimeout(f"tenant {t.name!r} did not stop within {timeout:g}s")
-            time.sleep(0.3)
+                raise FleetTimeout(f"tenant {t.name!r} did not stop within {timeout + 15}s")
+            time.sleep(0.05)
+        return Stopped(watch.exit_code, watch.logs)
 
     def remove(self, t: Tenant) -> None:
         import docker.errors
@@ -291,18 +280,26 @@ class SwarmHosting:
         """Swarm creates the volume with the task's mount; nothing to do ahead of it."""
 
     def remove_volume(self, tenant: str, host: str) -> bool:
+        """On the node's engine; a removed service's container takes a moment to go, and
+        its volume is in use until then."""
         import docker.errors
 
         engine = self._engine(host)
         if engine is None:
             return False
-        try:
-            engine.client.volumes.get(names.volume_name(tenant)).remove(force=True)
-        except docker.errors.NotFound:
-            return False
-        except docker.errors.APIError as exc:  # its container may still be going away
-            raise FleetError(f"could not remove volume on {host!r}: {exc.explanation}") from None
-        return True
+        deadline = time.monotonic() + _VOLUME_RELEASE_S
+        while True:
+            try:
+                engine.client.volumes.get(names.volume_name(tenant)).remove(force=True)
+                return True
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or time.monotonic() > deadline:
+                    raise FleetError(
+                        f"could not remove volume on {host!r}: {exc.explanation}"
+                    ) from None
+                time.sleep(0.3)
 
     def run_oneoff(self, host: str, job: OneOff) -> str:
         raise _not_on_swarm(" ".join(job.argv[:2]))
@@ -316,6 +313,41 @@ class SwarmHosting:
         self.manager.close()
         for e in self.engines:
             e.close()
+
+
+class _StopWatch:
+    """Follows the tasks of one service while it stops: the exit code of the last task seen
+    ending, and the newest snapshot of its logs (refreshed every 0.5 s while it runs)."""
+
+    def __init__(self, api: Any, service_id: str, since: int) -> None:
+        self.api, self.service_id, self.since = api, service_id, since
+        self.exit_code: int | None = None
+        self.logs = ""
+        self._next_logs = 0.0
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.api.tasks(filters={"service": self.service_id}))
+
+    def ended(self, ids: list[str]) -> bool:
+        """Whether every task of ``ids`` ended (or is gone); records what it saw."""
+        tasks = {x["ID"]: x for x in self.tasks() if x["ID"] in ids}
+        for x in tasks.values():
+            code = (x["Status"].get("ContainerStatus") or {}).get("ExitCode")
+            if x["Status"]["State"] in _ENDED and code is not None:
+                self.exit_code = int(code)
+        done = all(x["Status"]["State"] in _ENDED for x in tasks.values())
+        if done or time.monotonic() >= self._next_logs:
+            self._snapshot_logs()
+        return done
+
+    def _snapshot_logs(self) -> None:
+        self._next_logs = time.monotonic() + 0.5
+        with contextlib.suppress(Exception):  # the container may be gone already
+            text = b"".join(
+                self.api.service_logs(self.service_id, stdout=True, stderr=True, since=self.since)
+            ).decode(errors="replace")
+            if len(text) >= len(self.logs):
+                self.logs = text
 
 
 def _not_on_swarm(what: str) -> FleetError:

@@ -1,0 +1,111 @@
+"""The `fleet` CLI with FLEET_BACKEND=swarm on the two-node test swarm, as a user runs it.
+
+Nodes are named with `fleet hosts label`; a tenant goes up on a chosen node, runs, stops after
+its final sync, starts again with its runs, and `fleet rm` leaves no service, secret, config or
+volume behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fleet_support import Result, fleet, one_line_error
+from tests.swarm.tenants import BUCKET, NODE_NAMES, SwarmTenants
+from tests.swarm_cluster import SwarmCluster
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm]
+
+
+def _ok(r: Result) -> Result:
+    assert r.code == 0, f"exit {r.code}\nstdout: {r.out}\nstderr: {r.err}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def env(swarm: SwarmCluster, tenant_image: str) -> Iterator[dict[str, str]]:
+    SwarmTenants(swarm, tenant_image).close()  # the test bucket, and nothing else
+    env = {
+        "FLEET_BACKEND": "swarm",
+        "FLEET_HOSTS": f"{NODE_NAMES[0]}={swarm.manager_url},{NODE_NAMES[1]}={swarm.node2_url}",
+        "FLEET_IMAGE": tenant_image,
+        "FLEET_S3_ENDPOINT": swarm.s3_endpoint,
+        "FLEET_S3_BUCKET": BUCKET,
+        "FLEET_S3_ACCESS_KEY_ID": "litefleet",
+        "FLEET_S3_SECRET_ACCESS_KEY": "litefleet-test",
+        "FLEET_HEALTH_TIMEOUT": "120",
+        "FLEET_CONFIG": "",
+        "COLUMNS": "250",
+    }
+    yield env
+    listed = fleet("ls", "--json", env=env)
+    for t in json.loads(listed.out) if listed.code == 0 else []:
+        fleet("rm", t["tenant"], "--purge", "--yes", env=env)
+
+
+def _ls(env: dict[str, str], tenant: str) -> dict[str, Any]:
+    rows = json.loads(_ok(fleet("ls", "--json", env=env)).out)
+    return dict(next(r for r in rows if r["tenant"] == tenant))
+
+
+def test_hosts_label_names_the_nodes(env: dict[str, str], swarm: SwarmCluster) -> None:
+    for node_id, name in zip((swarm.node1_id, swarm.node2_id), NODE_NAMES, strict=True):
+        r = _ok(fleet("hosts", "label", node_id[:8], name, env=env))
+        assert f"is host {name}" in r.out
+    rows = {h["host"]: h for h in json.loads(_ok(fleet("hosts", "--json", env=env)).out)}
+    assert rows[NODE_NAMES[1]]["node_id"] == swarm.node2_id
+    assert rows[NODE_NAMES[1]]["state"] == "ready" and rows[NODE_NAMES[1]]["reachable"]
+    table = _ok(fleet("hosts", env=env)).out
+    assert "AVAILABILITY" in table and NODE_NAMES[1] in table
+    bad = fleet("hosts", "label", "no-such-node", "x", env=env)
+    assert bad.code == 2 and "no Swarm node matches" in one_line_error(bad)
+    unknown = fleet("up", "s-nowhere", "--host", "nowhere", env=env)
+    assert unknown.code == 2 and "litefleet.host=nowhere" in one_line_error(unknown)
+
+
+def test_up_on_a_node_run_down_up_rm(env: dict[str, str], swarm: SwarmCluster) -> None:
+    import docker
+
+    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    _ok(fleet("up", tenant, "--host", NODE_NAMES[1], "--label", "team=blue", env=env))
+    row = _ok_row(env, tenant)
+    assert row["host"] == NODE_NAMES[1] and row["state"] == "running"
+    out = fleet("run", tenant, "echo", "-i", '{"message": "hi"}', "--id", "r1", "--wait",
+                "--json", env=env)  # fmt: skip
+    run = json.loads(_ok(out).out)
+    assert run["status"] == "completed"
+
+    _ok(fleet("down", tenant, env=env))
+    assert _ls(env, tenant)["state"] == "exited"
+    _ok(fleet("up", tenant, env=env))
+    runs = json.loads(_ok(fleet("runs", tenant, "--json", env=env)).out)
+    assert [r["id"] for r in runs] == ["r1"]
+
+    manager = docker.DockerClient(swarm.manager_url)
+    node2 = docker.DockerClient(swarm.node2_url)
+    try:
+        service = manager.services.get(f"litefleet-{tenant}")
+        spec = json.dumps(service.attrs["Spec"])
+        assert "AGENT_RUNTIME_TOKEN=" not in spec  # the token is a secret file
+        _ok(fleet("rm", tenant, "--purge", "--yes", env=env))
+        flt = {"label": f"litefleet.token-of={tenant}"}
+        assert not manager.services.list(filters={"name": f"litefleet-{tenant}"})
+        assert not manager.api.secrets(filters=flt) and not manager.api.configs(filters=flt)
+        assert f"litefleet-{tenant}" not in {v.name for v in node2.volumes.list()}
+    finally:
+        manager.close()
+        node2.close()
+
+
+def _ok_row(env: dict[str, str], tenant: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = _ls(env, tenant)
+        if row["state"] == "running" or time.monotonic() > deadline:
+            return row
+        time.sleep(0.5)
