@@ -80,9 +80,13 @@ def restored(r: RestoreResult) -> None:
 
 def migrated(r: MigrateResult) -> None:
     t = r.tenant
+    synced = (
+        f"replicated txid {r.replicated_txid:#x} = local txid {r.local_txid:#x}"
+        if r.local_txid is not None
+        else f"checked at stop, replicated txid {r.replicated_txid:#x}"
+    )
     out.print(
-        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host}: final sync "
-        f"replicated txid {r.replicated_txid:#x} = local txid {r.local_txid:#x}, "
+        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host}: final sync {synced}, "
         f"{r.runs} runs identical"
     )
     out.print(f"  downtime {r.downtime_s:.2f}s (stop + final sync {r.stop_s:.2f}s); API at {t.url}")

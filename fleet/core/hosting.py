@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fleet.supervisor.s3 import S3Settings
 
@@ -219,6 +219,16 @@ class Transfer:
     source: str | None  # host it came from; None: it was there already / pulled
     bytes: int
     how: str  # present | copied | pulled
+
+
+@runtime_checkable
+class Placing(Protocol):
+    """A hosting that moves a tenant by its placement (Swarm: the same service, its
+    constraint changed) instead of recreating it on another host."""
+
+    def constrain(self, t: Tenant, host: str) -> None:
+        """Run ``t`` only on ``host`` from its next start on (a stopped tenant stays stopped)."""
+        ...
 
 
 class Hosting(Protocol):

@@ -44,6 +44,7 @@ from .swarm_service import (
     LABEL_PORT,
     Placement,
     allocate_port,
+    constraints,
     current_task,
     service_args,
     task_place,
@@ -209,6 +210,14 @@ class SwarmHosting:
 
     def start(self, t: Tenant) -> None:
         self._scale(t, 1)
+
+    def constrain(self, t: Tenant, host: str) -> None:
+        svc = self.api.inspect_service(t.handle["ID"])
+        template = svc["Spec"]["TaskTemplate"]
+        template.setdefault("Placement", {})["Constraints"] = constraints(host or None)
+        self.api.update_service(
+            svc["ID"], svc["Version"]["Index"], task_template=template, fetch_current_spec=True
+        )
 
     def _scale(self, t: Tenant, replicas: int) -> None:
         svc = self.api.inspect_service(t.handle["ID"])

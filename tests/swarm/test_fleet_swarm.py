@@ -96,7 +96,7 @@ def test_up_on_a_node_run_down_up_rm(env: dict[str, str], swarm: SwarmCluster) -
         flt = {"label": f"litefleet.token-of={tenant}"}
         assert not manager.services.list(filters={"name": f"litefleet-{tenant}"})
         assert not manager.api.secrets(filters=flt) and not manager.api.configs(filters=flt)
-        assert f"litefleet-{tenant}" not in {v.name for v in node2.volumes.list()}
+        assert f"litefleet-{tenant}-data" not in {v.name for v in node2.volumes.list()}
     finally:
         manager.close()
         node2.close()
@@ -109,3 +109,29 @@ def _ok_row(env: dict[str, str], tenant: str, timeout: float = 30) -> dict[str, 
         if row["state"] == "running" or time.monotonic() > deadline:
             return row
         time.sleep(0.5)
+
+
+def test_migrate_by_constraint(env: dict[str, str], swarm: SwarmCluster) -> None:
+    import docker
+
+    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    _ok(fleet("up", tenant, "--host", NODE_NAMES[1], env=env))
+    for i in range(3):
+        _ok(fleet("run", tenant, "echo", "-i", f'{{"message": "m{i}"}}', "--id", f"m{i}",
+                  "--wait", env=env))  # fmt: skip
+    out = _ok(fleet("migrate", tenant, "--to", NODE_NAMES[0], env=env)).out
+    assert f"moved {NODE_NAMES[1]} -> {NODE_NAMES[0]}" in out and "3 runs identical" in out
+    assert "downtime" in out
+    row = _ls(env, tenant)
+    assert row["host"] == NODE_NAMES[0] and row["state"] == "running"
+    runs = json.loads(_ok(fleet("runs", tenant, "--json", env=env)).out)
+    assert sorted(r["id"] for r in runs) == ["m0", "m1", "m2"]
+    same = fleet("migrate", tenant, "--to", NODE_NAMES[0], env=env)
+    assert same.code == 2 and "already on host" in one_line_error(same)
+
+    node2 = docker.DockerClient(swarm.node2_url)
+    try:  # the source node's volume went with the move
+        assert f"litefleet-{tenant}-data" not in {v.name for v in node2.volumes.list()}
+    finally:
+        node2.close()
+    _ok(fleet("rm", tenant, "--purge", "--yes", env=env))
