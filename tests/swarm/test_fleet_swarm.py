@@ -135,3 +135,48 @@ def test_migrate_by_constraint(env: dict[str, str], swarm: SwarmCluster) -> None
     finally:
         node2.close()
     _ok(fleet("rm", tenant, "--purge", "--yes", env=env))
+
+
+def test_node_loss_the_tenant_continues_elsewhere_and_ls_says_where(
+    env: dict[str, str], swarm: SwarmCluster
+) -> None:
+    """A tenant Swarm placed on node 2 (not pinned: a pinned tenant waits for its node), runs
+    in flight; node 2 dies. Every run acknowledged before the loss is on node 1 and completes;
+    `fleet ls` shows node 1; `fleet logs` works there; teardown by label leaves nothing."""
+    import docker
+
+    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    manager = docker.DockerClient(swarm.manager_url)
+    node1 = manager.nodes.get(swarm.node1_id)
+    node1.update({**node1.attrs["Spec"], "Availability": "pause"})
+    try:  # so that Swarm's own choice is node 2
+        _ok(fleet("up", tenant, "--label", "fo=yes", env=env))
+    finally:
+        node1.reload()
+        node1.update({**node1.attrs["Spec"], "Availability": "active"})
+    assert _ls(env, tenant)["host"] == NODE_NAMES[1]
+    for i in range(3):
+        _ok(fleet("run", tenant, "steps", "-i", '{"n": 30, "sleep": 0.5}', "--id", f"s{i}",
+                  env=env))  # fmt: skip
+    time.sleep(2.5)  # acknowledged more than 2 s before the loss
+
+    swarm.kill_node()
+    try:
+        deadline = time.monotonic() + 120
+        while (row := _ls(env, tenant))["host"] != NODE_NAMES[0] or row["state"] != "running":
+            assert time.monotonic() < deadline, row
+            time.sleep(1)
+        while fleet("runs", tenant, env=env).code != 0:  # the keeper waits for the old lease
+            assert time.monotonic() < deadline, "the API did not answer on node 1"
+            time.sleep(1)
+        for i in range(3):
+            r = _ok(fleet("run", tenant, "steps", "-i", '{"n": 30, "sleep": 0.5}', "--id", f"s{i}",
+                          "--wait", "--json", "--timeout", "120", env=env))  # fmt: skip
+            assert json.loads(r.out)["status"] == "completed"
+        assert "lease" in _ok(fleet("logs", tenant, "--tail", "200", env=env)).out
+    finally:
+        swarm.start_node()
+        manager.close()
+    _ok(fleet("teardown", "--label", "fo=yes", "--purge", "--yes", env=env))
+    assert not [r for r in json.loads(_ok(fleet("ls", "--json", env=env)).out)
+                if r["tenant"] == tenant]  # fmt: skip
