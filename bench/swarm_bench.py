@@ -1,6 +1,7 @@
 """Tenants on Docker Swarm: failover after node loss, migrate downtime, many tenants up.
 
     .venv/bin/python bench/swarm_bench.py [--failovers 3] [--migrations 3] [--tenants 50]
+        [--no-service-layer]
 
 Runs on the two-node swarm of images/swarm.sh (tests/swarm_cluster.py: node 1 is this machine's
 engine, node 2 a second dockerd in its own network namespace), with tenant services made by the
@@ -15,6 +16,9 @@ Swarm spec (swarm_staging/swarm_service.py) and driven over their HTTP API from 
   sync, lease released, new task restores); downtime = last 200 on the old node's port to
   first 200 on the new one, probed every 50 ms.
 - up: N tenant services created one after another (one secret each), then until all answer.
+- fleet: the same through the `fleet` CLI with FLEET_BACKEND=swarm: `fleet up` of N tenants,
+  8 commands at a time (each returns once its tenant answers /healthz), and the downtime
+  `fleet migrate` prints (stop with the final sync checked, constrain, start, runs compared).
 """
 
 from __future__ import annotations
@@ -177,6 +181,69 @@ def up_many(tenants: SwarmTenants, n: int) -> dict[str, float]:
     }
 
 
+def fleet_env(swarm: SwarmCluster, image: str) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "FLEET_BACKEND": "swarm",
+        "FLEET_HOSTS": f"one={swarm.manager_url},two={swarm.node2_url}",
+        "FLEET_IMAGE": image,
+        "FLEET_S3_ENDPOINT": swarm.s3_endpoint,
+        "FLEET_S3_BUCKET": BUCKET,
+        "FLEET_S3_ACCESS_KEY_ID": "litefleet",
+        "FLEET_S3_SECRET_ACCESS_KEY": "litefleet-test",
+        "FLEET_HEALTH_TIMEOUT": "300",
+        "FLEET_CONFIG": "",
+    }
+
+
+def _fleet(env: dict[str, str], *args: str) -> str:
+    import subprocess
+
+    fleet_bin = str(Path(sys.executable).with_name("fleet"))
+    p = subprocess.run([fleet_bin, *args], env=env, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"fleet {' '.join(args)}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def fleet_up_many(env: dict[str, str], n: int, parallel: int = 8) -> dict[str, float]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"fb-{i:03d}" for i in range(n)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda name: _fleet(env, "up", name, "--label", "bench=up"), names))
+    total = time.monotonic() - t0
+    rows = json.loads(_fleet(env, "ls", "--json"))
+    t1 = time.monotonic()
+    _fleet(env, "teardown", "--label", "bench=up", "--purge", "--yes")
+    return {
+        "tenants": n,
+        "parallel": parallel,
+        "all_up_s": round(total, 1),
+        "tenants_per_s": round(n / total, 2),
+        "running": sum(1 for r in rows if r["state"] == "running"),
+        "teardown_s": round(time.monotonic() - t1, 1),
+    }
+
+
+def fleet_migrations(env: dict[str, str], trials: int) -> list[float]:
+    import re
+
+    _fleet(env, "up", "fb-mig", "--host", "two")
+    _fleet(env, "run", "fb-mig", "echo", "-i", '{"message": "m"}', "--wait")
+    downtimes = []
+    for i in range(trials):
+        out = _fleet(env, "migrate", "fb-mig", "--to", "one" if i % 2 == 0 else "two")
+        m = re.search(r"downtime ([0-9.]+)s", out)
+        if m:
+            downtimes.append(float(m.group(1)))
+    _fleet(env, "rm", "fb-mig", "--purge", "--yes")
+    return downtimes
+
+
 def _set_heartbeat(tenants: SwarmTenants, period_s: int) -> None:
     swarm = tenants.manager.swarm
     swarm.reload()
@@ -188,6 +255,10 @@ def main() -> None:
     ap.add_argument("--failovers", type=int, default=3)
     ap.add_argument("--migrations", type=int, default=3)
     ap.add_argument("--tenants", type=int, default=50)
+    ap.add_argument(
+        "--no-service-layer", dest="service_layer", action="store_false",
+        help="skip the figures of services made directly (only the fleet CLI's)",
+    )  # fmt: skip
     args = ap.parse_args()
     from fleet.core.names import image_ref
 
@@ -195,17 +266,24 @@ def main() -> None:
     with running_swarm(heartbeat="1s") as swarm:
         tenants = SwarmTenants(swarm, image_ref("tenant"))
         try:
-            trials = [failover_trial(tenants, swarm) for _ in range(args.failovers)]
-            out["failover_heartbeat_1s"] = trials
-            out["failover_heartbeat_1s_healthy_median"] = statistics.median(
-                x["healthy"] for x in trials
-            )
-            _set_heartbeat(tenants, 5)
-            out["failover_heartbeat_5s"] = [failover_trial(tenants, swarm)]
-            _set_heartbeat(tenants, 1)
-            downtimes = [migrate_trial(tenants, swarm) for _ in range(args.migrations)]
-            out["migrate_downtime_s"] = downtimes
-            out["up_many"] = up_many(tenants, args.tenants)
+            if args.failovers:
+                trials = [failover_trial(tenants, swarm) for _ in range(args.failovers)]
+                out["failover_heartbeat_1s"] = trials
+                out["failover_heartbeat_1s_healthy_median"] = statistics.median(
+                    x["healthy"] for x in trials
+                )
+                _set_heartbeat(tenants, 5)
+                out["failover_heartbeat_5s"] = [failover_trial(tenants, swarm)]
+                _set_heartbeat(tenants, 1)
+            if args.service_layer:
+                downtimes = [migrate_trial(tenants, swarm) for _ in range(args.migrations)]
+                out["migrate_downtime_s"] = downtimes
+                out["up_many"] = up_many(tenants, args.tenants)
+            env = fleet_env(swarm, image_ref("tenant"))
+            for name, label in (("one", swarm.node1_id), ("two", swarm.node2_id)):
+                _fleet(env, "hosts", "label", label, name)
+            out["fleet_migrate_downtime_s"] = fleet_migrations(env, args.migrations)
+            out["fleet_up_many"] = fleet_up_many(env, args.tenants)
         finally:
             tenants.close()
     print(json.dumps(out, indent=2))

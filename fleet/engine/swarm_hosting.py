@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -168,26 +169,33 @@ class SwarmHosting:
             return []
         nodes = self._nodes()
         tasks = self.api.tasks(filters={"service": [s["ID"] for s in services]})
-        tokens = self._tokens()
+        tokens = self._tokens(name)
         found = [
             tenant_of(s, [t for t in tasks if t["ServiceID"] == s["ID"]], nodes, tokens)
             for s in services
         ]
         return sorted(found, key=lambda t: t.name)
 
-    def _tokens(self) -> dict[str, str]:
-        """tenant -> token, from the configs that keep them for the fleet."""
+    def _tokens(self, tenant: str | None = None) -> dict[str, str]:
+        """tenant -> token, from the configs that keep them for the fleet (one tenant's, or
+        all). A config removed meanwhile (a parallel `rm`) is skipped."""
+        import docker.errors
+
+        label = LABEL_TOKEN_OF if tenant is None else f"{LABEL_TOKEN_OF}={tenant}"
         out = {}
-        for c in self.api.configs(filters={"label": LABEL_TOKEN_OF}):
-            data = self.api.inspect_config(c["ID"])["Spec"].get("Data") or ""
+        for c in self.api.configs(filters={"label": label}):
+            try:
+                data = self.api.inspect_config(c["ID"])["Spec"].get("Data") or ""
+            except docker.errors.NotFound:
+                continue
             out[c["Spec"]["Labels"][LABEL_TOKEN_OF]] = base64.b64decode(data).decode()
         return out
 
     def create(self, spec: TenantSpec, host: str) -> Tenant:
         client = self.manager.client
         image_id = str(client.images.get(spec.image).id)
-        stamp = f"{int(time.time() * 1000) % 10**10}"
-        token_name = f"{spec.container_name}-token-{stamp}"
+        # Unique and short (Swarm names are at most 64 characters); the label names the tenant.
+        token_name = f"litefleet-token-{uuid.uuid4().hex[:16]}"
         labels = {LABEL_TOKEN_OF: spec.tenant, names.LABEL_MANAGED: "true"}
         secret = client.secrets.create(name=token_name, data=spec.token.encode(), labels=labels)
         self.api.create_config(token_name, spec.token.encode(), labels=labels)
@@ -196,11 +204,31 @@ class SwarmHosting:
                           host or None)  # fmt: skip
         log.info("creating swarm service", tenant=spec.tenant, node=host or "any", image=spec.image)
         try:
-            self.api.create_service(**service_args(spec, where))
+            created = self.api.create_service(**service_args(spec, where))
         except Exception:
             self._remove_token(spec.tenant)  # leave nothing half-made behind
             raise
+        self._settle_port(str(created["ID"]), where.port)
         return self._one(spec.tenant)
+
+    def _settle_port(self, service_id: str, port: int) -> None:
+        """Two services created at once may have drawn the same port; the newer one moves."""
+        same = sorted(
+            (s["CreatedAt"], s["ID"]) for s in self._services()
+            if s["Spec"]["Labels"].get(LABEL_PORT) == str(port)
+        )  # fmt: skip
+        if len(same) < 2 or same[0][1] == service_id:
+            return
+        used = [int(s["Spec"]["Labels"].get(LABEL_PORT, 0)) for s in self._services()]
+        new = allocate_port(used, *self.ports)
+        svc = self.api.inspect_service(service_id)
+        labels = {**svc["Spec"]["Labels"], LABEL_PORT: str(new)}
+        endpoint = svc["Spec"]["EndpointSpec"]
+        endpoint["Ports"][0]["PublishedPort"] = new
+        self.api.update_service(
+            service_id, svc["Version"]["Index"], labels=labels, endpoint_spec=endpoint,
+            fetch_current_spec=True,
+        )  # fmt: skip
 
     def _one(self, tenant: str) -> Tenant:
         found = self.tenants(name=tenant)
@@ -248,16 +276,26 @@ class SwarmHosting:
         self._remove_token(t.name)
 
     def _remove_token(self, tenant: str) -> None:
+        """The tenant's secret and config; a secret stays in use for a moment after its
+        service is removed."""
         import docker.errors
 
         flt = {"label": f"{LABEL_TOKEN_OF}={tenant}"}
+        deadline = time.monotonic() + _VOLUME_RELEASE_S
         for s in self.api.secrets(filters=flt):
-            try:
-                self.api.remove_secret(s["ID"])
-            except docker.errors.APIError as exc:  # still in use while the service goes
-                log.debug("secret not removed yet", tenant=tenant, error=exc.explanation)
+            while True:
+                try:
+                    self.api.remove_secret(s["ID"])
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
         for c in self.api.configs(filters=flt):
-            self.api.remove_config(c["ID"])
+            with contextlib.suppress(docker.errors.NotFound):
+                self.api.remove_config(c["ID"])
 
     def refresh(self, t: Tenant) -> Tenant:
         return self._one(t.name)
@@ -272,7 +310,7 @@ class SwarmHosting:
         return None  # the manager cannot exec on a worker: `fleet ls` shows what it can
 
     def spec_of(self, t: Tenant) -> TenantSpec:
-        return spec_of_service(t, self._tokens().get(t.name, ""))
+        return spec_of_service(t, self._tokens(t.name).get(t.name, ""))
 
     # -- volumes: through the node's own engine, when FLEET_HOSTS lists it
 

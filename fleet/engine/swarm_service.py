@@ -18,6 +18,7 @@ Design and the measurements behind it: docs/swarm.md.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,14 +54,15 @@ def constraints(host: str | None) -> list[str]:
 
 
 def allocate_port(used: Iterable[int], lo: int, hi: int) -> int:
-    """The lowest port of [lo, hi] no service publishes yet."""
+    """A port of [lo, hi] no service publishes yet, chosen at random: two `fleet up` running
+    at once then rarely pick the same one (SwarmHosting.create checks and moves a loser)."""
     taken = set(used)
-    for port in range(lo, hi + 1):
-        if port not in taken:
-            return port
-    from fleet.core.errors import ConfigError
+    free = [p for p in range(lo, hi + 1) if p not in taken]
+    if not free:
+        from fleet.core.errors import ConfigError
 
-    raise ConfigError(f"every port of {lo}-{hi} is taken", "widen FLEET_SWARM_PORTS")
+        raise ConfigError(f"every port of {lo}-{hi} is taken", "widen FLEET_SWARM_PORTS")
+    return random.choice(free)
 
 
 def service_args(spec: TenantSpec, where: Placement) -> dict[str, Any]:
