@@ -63,6 +63,20 @@ Purge = Annotated[
 ]
 Memory = Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")]
 Cpus = Annotated[float, typer.Option(help="CPU limit in cores.")]
+EnvVars = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
+]
+Egress = Annotated[
+    str | None,
+    typer.Option(
+        help="What the tenant may reach: public (the default: public addresses, not private"
+        " ranges, link-local, this host or other tenants), none, or HOST[:PORT],... exactly"
+        " those (IPv4 addresses or DNS names). Its object store and database stay reachable."
+        " Enforced on the host; kept when the tenant is stopped and started again.",
+        metavar="public|none|LIST",
+    ),
+]
 
 
 @app.callback()

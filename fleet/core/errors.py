@@ -67,6 +67,12 @@ class ImageMissing(FleetError):
     hint = "build it with `fleet image build` (or set FLEET_IMAGE)"
 
 
+class FirewallError(FleetError):
+    """A tenant's egress rules could not be applied on its engine's host."""
+
+    exit_code = 4
+
+
 class ObjectStoreError(FleetError):
     """S3 (or the embedded store) failed or holds nothing useful."""
 

@@ -37,6 +37,7 @@ class Tenant:
     image: str
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
+    egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
@@ -82,6 +83,7 @@ class TenantSpec:
     volume: str | None = None  # default names.volume_name(tenant)
     name: str | None = None  # default names.container_name(tenant)
     tmp_size: str = names.DEFAULT_TMP_SIZE
+    egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
     def volume_name(self) -> str:

@@ -94,6 +94,7 @@ def restore(
             labels=source.labels if source else {},
             memory=memory,
             cpus=cpus,
+            egress=source.egress if source else None,
         )
         result = create(fleet, tenant, options, host=target)
     except BaseException:
