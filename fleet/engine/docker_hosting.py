@@ -155,7 +155,9 @@ class DockerHosting:
         t.handle.remove(force=True)
         if t.egress is not None:
             try:
-                self.firewall(t.host).remove(t.handle.name)
+                firewall = self.firewall(t.host)
+                firewall.remove(t.handle.name)
+                firewall.prune()
             except FleetError as exc:  # the rules match no container any more: harmless
                 log.warning("egress rules left behind", tenant=t.name, error=exc.message)
 

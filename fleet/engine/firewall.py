@@ -2,15 +2,17 @@
 them applied, and re-applies them when the host comes back.
 
 It runs inside the container ``litefleet-firewall`` that fleet/engine/network.py keeps on each
-engine (the tenant image; privileged, in the host's network and PID namespaces, restart policy
-``always``, its records in the volume ``litefleet-firewall``), as
-``python3 -I -m fleet.engine.firewall serve|apply RECORD|remove CONTAINER|list``. Standard
-library only; iptables is the host's own (entered through its mount namespace), so the rules
-use whichever backend the engine's own rules use (nf_tables or legacy).
+engine (the fleet's tenant image, in the host's network namespace with NET_ADMIN, the host's
+root filesystem read-only at /host, restart policy ``always``, its records in the volume
+``litefleet-firewall``), as ``python3 -I -m fleet.engine.firewall serve | apply RECORD |
+remove CONTAINER | prune LIVE_NAMES | list``. Standard library only. iptables is the host's
+own binary (``chroot /host``), so the rules go where the engine's own go (nf_tables or legacy
+backend), and the image needs no iptables of its own.
 
 - ``apply`` (``docker exec`` by the fleet, before the tenant's container exists): record the
   tenant, install its chain and dispatch rule. ``remove`` (after the container is gone):
-  take them out. Both hold the records' lock, so parallel fleet commands queue.
+  take them out; ``prune`` (after a removal) forgets containers removed behind the fleet's
+  back (`docker rm`, an older fleet). All hold the records' lock: parallel commands queue.
 - ``serve`` (the container's main process): at start, apply every record. That is what
   restores the rules after a reboot, which empties the kernel's tables: the engine starts this
   container with the tenants (restart policy), and a tenant starts nothing before its rules
@@ -18,9 +20,9 @@ use whichever backend the engine's own rules use (nf_tables or legacy).
   REFRESH_S seconds: put back any hook or dispatch rule someone removed, and resolve the DNS
   names of each policy again, replacing a tenant's chain (atomically) when they changed.
 
-Records are keyed by container name (one per name on an engine), so a create that crashed
-before its container existed leaves at most one stale record, replaced by the next create of
-that name. Rules never match anything but a recorded tenant's packets.
+Records are keyed by container name (one per name on an engine): a create that crashed
+before its container existed leaves one stale record, replaced by the next create of that name
+or pruned after the next removal. Stale rules are harmless: they match no container's MAC.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .egress import parse_egress
@@ -54,8 +56,9 @@ from .egress_rules import (
 
 STATE = Path(os.environ.get("LITEFLEET_FIREWALL_STATE", "/state"))
 REFRESH_S = float(os.environ.get("LITEFLEET_FIREWALL_REFRESH", "30"))
-HOST_TOOLS = ["nsenter", "--target", "1", "--mount", "--"]  # the host's binaries and lock
+HOST_TOOLS = ["chroot", "/host"]  # the host's binaries (and xtables lock, when mounted)
 RESOLV_CONF = "/etc/resolv.conf"  # host network: Docker's copy of what its DNS forwards to
+PRUNE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Record:
     @classmethod
     def from_json(cls, text: str) -> Record:
         data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # a newer fleet's extra fields are not ours
+        data = {k: v for k, v in data.items() if k in known}
         data["endpoints"] = tuple(data.get("endpoints") or ())
         record = cls(**data)
         parse_egress(record.egress)  # refuse what the rules could not express
@@ -95,7 +100,7 @@ class Record:
 
 
 class Netfilter:
-    """The host's iptables/ip6tables, run through ``prefix`` (nsenter into the host)."""
+    """The host's iptables/ip6tables, run through ``prefix`` (chroot into the host's root)."""
 
     def __init__(self, prefix: list[str] | None = None) -> None:
         self.prefix = HOST_TOOLS if prefix is None else prefix
@@ -266,6 +271,21 @@ def remove(net: Netfilter, container: str) -> bool:
     return True
 
 
+def prune(net: Netfilter, live: set[str], older_than: float = PRUNE_AFTER_S) -> list[str]:
+    """Forget records of containers that no longer exist (``live``: the names the engine
+    has), e.g. removed by `docker rm` or an older fleet. A record younger than
+    ``older_than`` may belong to a create in progress, whose container does not exist yet."""
+    gone = []
+    with locked():
+        for record in load_all():
+            if record.container in live or time.time() - record.created < older_than:
+                continue
+            net.uninstall(record)
+            _path(record.container).unlink(missing_ok=True)
+            gone.append(record.container)
+    return gone
+
+
 def refresh(net: Netfilter, applied: dict[str, str]) -> None:
     """One pass of ``serve``: hooks, then each record whose rules are missing or stale."""
     with locked():
@@ -311,10 +331,15 @@ def main(argv: list[str]) -> int:
     if command == "remove" and len(argv) == 2:
         print(json.dumps({"removed": remove(net, argv[1])}))
         return 0
+    if command == "prune" and len(argv) == 2:
+        print(json.dumps({"pruned": prune(net, set(json.loads(argv[1])))}))
+        return 0
     if command == "list":
         print(json.dumps([json.loads(r.to_json()) for r in load_all()]))
         return 0
-    sys.stderr.write("usage: firewall serve | apply RECORD_JSON | remove CONTAINER | list\n")
+    sys.stderr.write(
+        "usage: firewall serve | apply RECORD | remove CONTAINER | prune LIVE_NAMES | list\n"
+    )
     return 64
 
 

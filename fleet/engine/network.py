@@ -112,9 +112,11 @@ def egress_record(
 
 
 class Firewall:
-    """``litefleet-firewall`` on one engine: created (or replaced, when its image is not the
-    fleet's) on first use, started if stopped. Its records live in a volume, so replacing
-    the container loses nothing; the rules themselves live in the host's kernel."""
+    """``litefleet-firewall`` on one engine: created on first use (from the fleet's image),
+    started if stopped, never replaced behind the user's back (fleets of several versions
+    may share an engine). Its records live in a volume and the rules in the host's kernel, so
+    removing the container loses nothing: the next fleet command that needs it makes it
+    anew, from the fleet's image then, and it re-applies every record."""
 
     COMMAND = ["python3", "-I", "-m", "fleet.engine.firewall"]
 
@@ -134,6 +136,12 @@ class Firewall:
 
     def remove(self, container: str) -> None:
         self._exec("remove", container)
+
+    def prune(self) -> None:
+        """Forget records of containers the engine no longer has (removed behind the
+        fleet's back); one listing, one exec."""
+        live = [c.name for c in self.client.containers.list(all=True, sparse=True)]
+        self._exec("prune", json.dumps(sorted(n.lstrip("/") for n in live if n)))
 
     def _exec(self, *args: str) -> str:
         """The last line ``firewall ARGS`` printed (JSON); FirewallError when it failed."""
@@ -160,39 +168,65 @@ class Firewall:
             container = self.client.containers.get(names.FIREWALL_CONTAINER)
         except docker.errors.NotFound:
             container = None
-        if container is not None and container.image.id != self.client.images.get(self.image).id:
-            log.info("replacing the firewall container (another image)", host=self.host)
-            container.remove(force=True)
-            container = None
         if container is None:
-            try:
-                container = self.client.containers.create(**firewall_config(self.image))
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: a parallel command created it
-                    raise
-                container = self.client.containers.get(names.FIREWALL_CONTAINER)
+            container = self._create()
         if container.status != "running":
             container.start()
         return container
 
+    def _create(self) -> Any:
+        import docker.errors
 
-def firewall_config(image: str) -> dict[str, Any]:
-    """The firewall container: privileged in the host's network and PID namespaces (it runs
-    the host's iptables through nsenter), restarted by the engine whenever the engine starts,
-    which is what re-applies the rules after a reboot. No listening socket, no secrets."""
+        try:
+            try:
+                return self.client.containers.create(**firewall_config(self.image, XTABLES_LOCK))
+            except docker.errors.APIError as exc:
+                if "xtables.lock" not in str(exc):
+                    raise
+                # no lock file: an nf_tables host (only the legacy backend locks)
+                return self.client.containers.create(**firewall_config(self.image, None))
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a parallel command created it
+                raise
+            return self.client.containers.get(names.FIREWALL_CONTAINER)
+
+
+XTABLES_LOCK = "/run/xtables.lock"
+
+
+def firewall_config(image: str, lock: str | None) -> dict[str, Any]:
+    """The firewall container: root with NET_ADMIN (and NET_RAW, which the legacy backend
+    needs) in the host's network namespace, the host's root read-only at /host to run its
+    iptables (``lock``: the host's xtables lock file, shared with the engine's own iptables
+    calls), restarted by the engine whenever the engine starts, which is what re-applies the
+    rules after a reboot. Not privileged; no listening socket, no secrets."""
+    mounts = [] if lock is None else [_bind(lock, f"/host{lock}")]
     return {
         "image": image,
         "name": names.FIREWALL_CONTAINER,
         "entrypoint": [*Firewall.COMMAND, "serve"],
         "user": "0:0",
-        "privileged": True,
+        "cap_drop": ["ALL"],
+        "cap_add": ["NET_ADMIN", "NET_RAW", "SYS_CHROOT"],
+        "security_opt": ["no-new-privileges:true"],
         "network_mode": "host",
-        "pid_mode": "host",
         "read_only": True,
+        "healthcheck": {"test": ["NONE"]},  # the image's is the tenant runtime's
         "restart_policy": {"Name": "always"},
-        "volumes": {names.FIREWALL_VOLUME: {"bind": "/state", "mode": "rw"}},
+        "volumes": {
+            "/": {"bind": "/host", "mode": "ro"},
+            names.FIREWALL_VOLUME: {"bind": "/state", "mode": "rw"},
+        },
+        "mounts": mounts,
         "labels": {LABEL_MANAGED: "true", names.LABEL_ROLE: names.ROLE_FIREWALL},
         "mem_limit": "128m",
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
         "detach": True,
     }
+
+
+def _bind(source: str, target: str) -> Any:
+    """A bind mount that fails when ``source`` is missing (``volumes`` would create it)."""
+    from docker.types import Mount
+
+    return Mount(target, source, type="bind", read_only=False)
