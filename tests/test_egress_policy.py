@@ -211,3 +211,13 @@ def test_the_supervisor_waits_for_its_rules_only_when_it_has_a_policy() -> None:
 def test_without_rules_the_sentinel_does_not_answer_here() -> None:
     """From this host (no tenant chain matches it) the sentinel gives no reset."""
     assert not supervisor_egress.enforced(timeout=0.5)
+
+
+def test_the_kubernetes_manifest_carries_the_tenants_policy() -> None:
+    from fleet.ops.k8s_manifest import _egress_entries
+
+    assert _egress_entries("none") == "none"
+    assert _egress_entries("api.example.com:443,203.0.113.7") == [
+        "api.example.com:443",
+        "203.0.113.7",
+    ]
