@@ -7,7 +7,10 @@ imported inside the commands that use them, so `fleet --help` pays for none of t
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -128,3 +131,20 @@ def image_progress() -> TransferProgress:
     from .output_hosts import ImageProgress
 
     return ImageProgress()
+
+
+@contextlib.contextmanager
+def until_interrupted() -> Iterator[None]:
+    """Ctrl-C or SIGTERM ends a command that runs until stopped: quietly, exit 0, after its
+    own clean-up (``finally`` blocks) ran."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

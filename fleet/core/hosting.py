@@ -130,13 +130,15 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor."""
+    environment, ``argv`` run in /data instead of the supervisor. Litestream's config names
+    the backup of ``replica`` (default: the tenant's own; `fleet fork` restores another's)."""
 
     tenant: str
     image: str
     s3: S3Settings
     argv: list[str]
     timeout: float = 900.0
+    replica: str | None = None
 
 
 @dataclass(frozen=True)

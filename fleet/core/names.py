@@ -107,6 +107,8 @@ LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
 LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
+# A user label (shown by `fleet ls`, filterable with --label) on a tenant made by `fleet fork`.
+LABEL_FORKED_FROM = LABEL_PREFIX + "forked-from"
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
 ROLE_FIREWALL = "firewall"

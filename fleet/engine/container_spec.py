@@ -64,7 +64,8 @@ def oneoff_config(job: OneOff, name: str, network: str | None = None) -> dict[st
     cfg.update(
         name=name,
         hostname=job.tenant,
-        environment={names.ENV_TENANT: job.tenant, **replica_environment(job.s3)},
+        # ENV_TENANT only names the replica path in Litestream's config (tenants/${TENANT}).
+        environment={names.ENV_TENANT: job.replica or job.tenant, **replica_environment(job.s3)},
         labels={names.LABEL_MANAGED: "true", names.LABEL_ONEOFF: job.tenant},
         init=True,
         entrypoint=[job.argv[0]],

@@ -1,0 +1,236 @@
+"""Where a tenant's runs are read from, behind one small interface: a running tenant through
+its runtime API, any other (stopped, parked, removed with its backup kept) from a copy of
+its backup, without waking or touching it.
+
+Both give agent_runtime's own records (``Run``, ``Event``, ``RunPage``), so a reader (the
+web console) does not care which it got; ``where`` and ``note`` say it for the user. Copies
+are restored from object storage with Litestream into a ``CopyCache`` and restored again only
+when the backup has moved on (its newest txid changed): a parked tenant's backup does not
+move, so it is restored once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import (
+    BackupNotFound,
+    RunNotFound,
+    RuntimeApiError,
+    TenantNotFound,
+    TenantNotRunning,
+)
+from fleet.core.hosting import Tenant
+from fleet.storage.backups import backup_state
+from fleet.storage.litestream import restore_copy
+from fleet.supervisor.s3 import S3Settings
+
+from .api import RuntimeClient, api
+from .tenants import find_or_none
+
+if TYPE_CHECKING:
+    from agent_runtime import Event, Run, RunPage
+
+LIVE = "live"  # read through the tenant's runtime API
+BACKUP = "backup"  # read from a copy restored from object storage
+
+
+class RunSource(Protocol):
+    """A tenant's runs, read-only."""
+
+    tenant: str
+    where: str  # LIVE or BACKUP
+    note: str  # for the user: what is shown and from where
+
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Newest first, a page at a time (``next_cursor`` continues)."""
+        ...
+
+    def run(self, run_id: str) -> Run:
+        """RunNotFound when there is none."""
+        ...
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's history in order."""
+        ...
+
+
+def open_source(fleet: Fleet, tenant: str, copies: CopyCache) -> RunSource:
+    """The tenant's runtime API while it runs, else its backup. TenantNotFound when there is
+    neither a container nor a backup; TenantNotRunning for a stopped PostgreSQL tenant."""
+    names.check_tenant(tenant)
+    t = find_or_none(fleet, tenant)
+    if t is not None and t.running:
+        return LiveSource(t)
+    if t is not None and t.backend != names.BACKEND_SQLITE:
+        raise TenantNotRunning(tenant, t.state)
+    s3 = fleet.storage.for_fleet()
+    try:
+        path, txid = copies.copy_of(s3, tenant)
+    except BackupNotFound:
+        if t is None:
+            raise TenantNotFound(tenant) from None
+        raise
+    state = t.state if t is not None else "without a container (parked or removed)"
+    return BackupSource(tenant, path, f"{state}: shown from its backup (txid {txid})")
+
+
+class LiveSource:
+    where = LIVE
+
+    def __init__(self, t: Tenant) -> None:
+        self.tenant = t.name
+        self.note = f"running on {t.host}"
+        self._t = t
+
+    def _client(self) -> RuntimeClient:
+        return api(self._t)
+
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        from agent_runtime import RunPage
+
+        with self._client() as c:
+            page = c.runs_page(status=status, workflow=workflow, limit=limit, cursor=cursor)
+        return RunPage([_run(r) for r in page.get("runs", [])], page.get("next_cursor"))
+
+    def run(self, run_id: str) -> Run:
+        with self._client() as c:
+            try:
+                return _run(c.get(run_id))
+            except RuntimeApiError as exc:
+                if exc.status == 404:
+                    raise RunNotFound(self.tenant, run_id) from None
+                raise
+
+    def events(self, run_id: str) -> list[Event]:
+        with self._client() as c:
+            return [_event(e) for e in c.events(run_id)]
+
+
+class BackupSource:
+    where = BACKUP
+
+    def __init__(self, tenant: str, path: Path, note: str) -> None:
+        self.tenant = tenant
+        self.note = note
+        self._path = path
+
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        from agent_runtime import open_copy
+
+        with open_copy(self._path) as db:
+            return db.list_runs(status=status, workflow=workflow, limit=limit, cursor=cursor)
+
+    def run(self, run_id: str) -> Run:
+        from agent_runtime import RunNotFound as NoRun
+        from agent_runtime import open_copy
+
+        with open_copy(self._path) as db:
+            try:
+                if db.schema_version:
+                    return db.run(run_id)
+            except NoRun:
+                pass
+        raise RunNotFound(self.tenant, run_id)
+
+    def events(self, run_id: str) -> list[Event]:
+        from agent_runtime import open_copy
+
+        with open_copy(self._path) as db:
+            return db.history(run_id) if db.schema_version else []
+
+
+class CopyCache:
+    """Copies of tenants' backups in one directory, each restored again only when its backup
+    has a newer transaction. Safe to share between threads."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._copies: dict[str, tuple[Path, int]] = {}
+        self._retired: dict[str, Path] = {}  # the copy before: a reader may be opening it
+
+    def copy_of(self, s3: S3Settings, tenant: str) -> tuple[Path, int]:
+        """(a copy of the tenant's newest backup, its txid); BackupNotFound without one."""
+        with self._lock:
+            lock = self._locks.setdefault(tenant, threading.Lock())
+        with lock:
+            txid = backup_state(s3, tenant).txid
+            if txid == 0:
+                raise BackupNotFound(tenant, s3.bucket)
+            cached = self._copies.get(tenant)
+            if cached is not None and cached[1] == txid:
+                return cached
+            work = Path(tempfile.mkdtemp(prefix=f"{tenant}-", dir=self._dir))
+            restore_copy(s3, tenant, work / "tenant.db")
+            self._copies[tenant] = (work / "tenant.db", txid)
+            if cached is not None:
+                gone = self._retired.get(tenant)
+                self._retired[tenant] = cached[0].parent
+                if gone is not None:
+                    shutil.rmtree(gone, ignore_errors=True)
+            return self._copies[tenant]
+
+
+def _epoch(text: Any) -> float:
+    """The API's ISO 8601 times as the database's epoch seconds."""
+    return datetime.fromisoformat(text).timestamp() if isinstance(text, str) else 0.0
+
+
+def _run(d: dict[str, Any]) -> Run:
+    from agent_runtime import Run
+
+    return Run(
+        id=str(d["id"]),
+        workflow=str(d["workflow"]),
+        status=str(d["status"]),
+        input=d.get("input") or {},
+        result=d.get("result"),
+        error=d.get("error"),
+        created_at=_epoch(d.get("created_at")),
+        updated_at=_epoch(d.get("updated_at")),
+        wake_at=_epoch(d["wake_at"]) if d.get("wake_at") else None,
+    )
+
+
+def _event(d: dict[str, Any]) -> Event:
+    from agent_runtime import Event
+
+    return Event(
+        kind=str(d["kind"]),
+        position=d.get("position"),
+        name=d.get("name"),
+        attempt=d.get("attempt"),
+        data=d.get("data"),
+        seq=int(d.get("seq") or 0),
+        created_at=_epoch(d.get("at")),
+    )
