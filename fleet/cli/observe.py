@@ -85,3 +85,21 @@ def watch(
     with until_interrupted():
         for update in do_watch(s3, tenant, path):
             output.watched(tenant, path, update)
+
+
+@app.command()
+def console(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8081,
+) -> None:
+    """Serve the web console: tenants, runs and run timelines, with signal, cancel, download
+    and fork. Prints its link (with the access token) first; serves until stopped."""
+    from fleet.console.app import serve
+
+    fleet = fleet_of(ctx)
+
+    def announce(line: str) -> None:
+        typer.echo(line)
+
+    serve(fleet, host, port, announce)
