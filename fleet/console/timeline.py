@@ -122,6 +122,7 @@ def _attempt(e: Event, data: dict[str, Any], last: float, retry_at: dict[int | N
     row = Row("step", e.name or "step", e.position, min(start, e.created_at), e.created_at, state)
     row.attempt = e.attempt
     row.error = _error_text(data.get("error"))
+    row.detail = data.get("result")
     if e.kind == "step_attempt_failed" and isinstance(data.get("retry_at"), int | float):
         retry_at[e.position] = float(data["retry_at"])
     return row
