@@ -213,16 +213,14 @@ def removal(r: Removal) -> None:
 
 
 def watched(tenant: str, path: Any, update: Update) -> None:
-    """One line per state of a `fleet watch` copy."""
+    """One line per state of a `fleet watch` copy, flushed (it runs until stopped)."""
     if update.first:
-        out.print(
-            f"watching {tenant}: {path} at txid {update.txid} (Ctrl-C stops)",
-            markup=False,
-            highlight=False,
-        )
-        return
-    when = datetime.fromtimestamp(update.at, UTC).strftime("%H:%M:%S")
-    out.print(f"{when} txid {update.txid}", markup=False, highlight=False)
+        line = f"watching {tenant}: {path} at txid {update.txid} (Ctrl-C stops)"
+    else:
+        when = datetime.fromtimestamp(update.at, UTC).strftime("%H:%M:%S")
+        line = f"{when} txid {update.txid}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def event_line(e: dict[str, Any]) -> None:
