@@ -185,4 +185,6 @@ def test_the_token_gate() -> None:
         assert http.post(post, data=cross, headers=elsewhere).status_code == 403
         site = {"sec-fetch-site": "same-site"}  # another port of the same host
         assert http.post(post, data=cross, headers=site).status_code == 403
+        hidden = {"origin": "null", "sec-fetch-site": "cross-site"}
+        assert http.post(post, data=cross, headers=hidden).status_code == 403
         assert http.post(post, data={**form, "csrf": "0" * 64}).status_code == 403

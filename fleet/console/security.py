@@ -60,7 +60,9 @@ def from_this_origin(request: Request) -> bool:
     if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or (origin == "null" and site is not None):
+        # Browsers send "Origin: null" under Referrer-Policy: no-referrer; Sec-Fetch-Site
+        # (checked above) then tells where the request comes from.
         return True
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
