@@ -28,7 +28,7 @@ from fleet.console.security import COOKIE, csrf_value
 from fleet.console.timeline import timeline
 from fleet.core.settings import load_settings
 from fleet.ops.connect import connect
-from fleet.ops.run_source import BackupSource, CopyCache
+from fleet.ops.run_source import BackupSource, SourceCache
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 TRIES: dict[str, int] = {}
@@ -162,7 +162,7 @@ def test_agent_content_is_text_never_markup(db: Path) -> None:
 
 def test_the_token_gate() -> None:
     token = "t0ken-for-the-test"
-    app = build_app(connect(load_settings(None)), token, CopyCache(Path("/nonexistent")))
+    app = build_app(connect(load_settings(None)), token, SourceCache(Path("/nonexistent")))
     with TestClient(app, base_url="http://127.0.0.1:8081") as http:
         denied = http.get("/static/console.css")
         assert denied.status_code == 401 and "content-security-policy" in denied.headers

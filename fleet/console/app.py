@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from fleet.core.context import Fleet
 from fleet.core.errors import InvalidArgument
-from fleet.ops.run_source import CopyCache
+from fleet.ops.run_source import SourceCache
 
 from .pages import Pages
 from .security import TokenGate
@@ -29,8 +29,8 @@ from .security import TokenGate
 RUN = "/t/{tenant}/runs/{run_id}"
 
 
-def build_app(fleet: Fleet, token: str, copies: CopyCache) -> Starlette:
-    pages = Pages(fleet, token, copies)
+def build_app(fleet: Fleet, token: str, sources: SourceCache) -> Starlette:
+    pages = Pages(fleet, token, sources)
     routes = [
         Route("/", pages.tenants, name="tenants"),
         Route("/t/{tenant}", pages.tenant, name="tenant"),
@@ -81,6 +81,6 @@ def serve(fleet: Fleet, host: str, port: int, announce: Callable[[str], None]) -
         )
     announce(f"console at {link(sock, token)}")
     with tempfile.TemporaryDirectory(prefix="fleet-console-") as tmp:
-        app = build_app(fleet, token, CopyCache(Path(tmp)))
+        app = build_app(fleet, token, SourceCache(Path(tmp)))
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         uvicorn.Server(config).run(sockets=[sock])

@@ -24,7 +24,7 @@ from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, InvalidArgument, translate
 from fleet.core.log import log
-from fleet.ops.run_source import CopyCache, RunSource, open_source
+from fleet.ops.run_source import RunSource, SourceCache, open_source
 
 from .render import environment
 from .security import CSRF_FIELD, csrf_value, same
@@ -58,9 +58,9 @@ def guarded(fn: Endpoint) -> Endpoint:
 
 
 class Pages:
-    def __init__(self, fleet: Fleet, token: str, copies: CopyCache) -> None:
+    def __init__(self, fleet: Fleet, token: str, sources: SourceCache) -> None:
         self.fleet = fleet
-        self.copies = copies
+        self.sources = sources
         self.csrf = csrf_value(token)
         self.env = environment()
 
@@ -114,7 +114,7 @@ class Pages:
         statuses = [s.value for s in RunStatus]
         if status is not None and status not in statuses:
             raise InvalidArgument(f"unknown status {status!r}", f"one of {', '.join(statuses)}")
-        source = open_source(self.fleet, tenant, self.copies)
+        source = open_source(self.fleet, tenant, self.sources)
         page = source.runs(status=status, workflow=workflow, limit=PAGE_SIZE, cursor=cursor)
         return self.html(
             "tenant.html",
@@ -139,7 +139,7 @@ class Pages:
         return await run_in_threadpool(self._run, p["tenant"], p["run_id"], "live.html")
 
     def _run(self, tenant: str, run_id: str, template: str) -> Response:
-        source: RunSource = open_source(self.fleet, tenant, self.copies)
+        source: RunSource = open_source(self.fleet, tenant, self.sources)
         run = source.run(run_id)
         events = source.events(run_id)
         last = max((e.created_at for e in events), default=run.updated_at)

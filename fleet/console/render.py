@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import jinja2
 
+if TYPE_CHECKING:
+    from .timeline import Timeline
+
 JSON_LIMIT = 4000
 SHORT_LIMIT = 120
+DETAIL_LIMIT = 300
 
 
 def environment() -> jinja2.Environment:
@@ -35,7 +39,45 @@ def environment() -> jinja2.Environment:
         size=size,
         seg=segment,
     )
+    env.globals["shown"] = shown
     return env
+
+
+class Shown(NamedTuple):
+    """A waterfall row as text, formatted in Python: a page of a run with thousands of
+    events spends its time here, and one call per row is several times cheaper than the
+    same formatting through template filters."""
+
+    css: str
+    position: str
+    kind: str
+    label: str
+    attempt: str
+    took: str
+    left: float
+    width: float
+    error: str
+    due: str
+    detail: str
+
+
+def shown(tl: Timeline) -> list[Shown]:
+    return [
+        Shown(
+            css=f"{r.kind} {r.state}",
+            position="" if r.position is None else str(r.position),
+            kind="run" if r.kind in ("submitted", "outcome") else r.kind,
+            label=r.label,
+            attempt=str(r.attempt or ""),
+            took="waiting" if r.end is None else seconds(r.duration),
+            left=r.left,
+            width=r.width,
+            error=short_json(r.error, DETAIL_LIMIT) if r.error else "",
+            due=when(r.deadline) if r.deadline else "",
+            detail="" if r.detail is None else short_json(r.detail, DETAIL_LIMIT),
+        )
+        for r in tl.rows
+    ]
 
 
 def pretty_json(value: Any, limit: int = JSON_LIMIT) -> str:

@@ -3,10 +3,12 @@ its runtime API, any other (stopped, parked, removed with its backup kept) from 
 its backup, without waking or touching it.
 
 Both give agent_runtime's own records (``Run``, ``Event``, ``RunPage``), so a reader (the
-web console) does not care which it got; ``where`` and ``note`` say it for the user. Copies
-are restored from object storage with Litestream into a ``CopyCache`` and restored again only
-when the backup has moved on (its newest txid changed): a parked tenant's backup does not
-move, so it is restored once.
+web console) does not care which it got; ``where`` and ``note`` say it for the user. A
+``SourceCache`` keeps, between a long-running reader's requests, copies restored from object
+storage with Litestream (restored again only when the backup has moved on: a parked
+tenant's backup does not move, so it is restored once), and where each tenant is for a
+couple of seconds (a page of a run in flight is fetched every second; asking every engine
+each time would cost more than the page).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -69,18 +72,18 @@ class RunSource(Protocol):
         ...
 
 
-def open_source(fleet: Fleet, tenant: str, copies: CopyCache) -> RunSource:
+def open_source(fleet: Fleet, tenant: str, cache: SourceCache) -> RunSource:
     """The tenant's runtime API while it runs, else its backup. TenantNotFound when there is
     neither a container nor a backup; TenantNotRunning for a stopped PostgreSQL tenant."""
     names.check_tenant(tenant)
-    t = find_or_none(fleet, tenant)
+    t = cache.find(fleet, tenant)
     if t is not None and t.running:
         return LiveSource(t)
     if t is not None and t.backend != names.BACKEND_SQLITE:
         raise TenantNotRunning(tenant, t.state)
     s3 = fleet.storage.for_fleet()
     try:
-        path, txid = copies.copy_of(s3, tenant)
+        path, txid = cache.copy_of(s3, tenant)
     except BackupNotFound:
         if t is None:
             raise TenantNotFound(tenant) from None
@@ -168,16 +171,28 @@ class BackupSource:
             return db.history(run_id) if db.schema_version else []
 
 
-class CopyCache:
+class SourceCache:
     """Copies of tenants' backups in one directory, each restored again only when its backup
-    has a newer transaction. Safe to share between threads."""
+    has a newer transaction, and tenants as found at most ``ttl`` seconds ago. Safe to share
+    between threads."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, ttl: float = 2.0) -> None:
         self._dir = directory
+        self._ttl = ttl
+        self._found: dict[str, tuple[float, Tenant | None]] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._copies: dict[str, tuple[Path, int]] = {}
         self._retired: dict[str, Path] = {}  # the copy before: a reader may be opening it
+
+    def find(self, fleet: Fleet, tenant: str) -> Tenant | None:
+        """The tenant's container as the engines reported it lately (None: there is none)."""
+        seen = self._found.get(tenant)
+        if seen is not None and time.monotonic() - seen[0] < self._ttl:
+            return seen[1]
+        t = find_or_none(fleet, tenant)
+        self._found[tenant] = (time.monotonic(), t)
+        return t
 
     def copy_of(self, s3: S3Settings, tenant: str) -> tuple[Path, int]:
         """(a copy of the tenant's newest backup, its txid); BackupNotFound without one."""
