@@ -169,12 +169,20 @@ def test_watch_keeps_a_copy_and_inspect_follow_prints_new_events(
             if proc is not None and proc.poll() is None:
                 proc.kill()
 
-    # Started again, the watch carries on from the copy it left.
+    # Started again, the watch carries on from the copy it left; killed outright, it leaves
+    # no Litestream follower behind.
     again, lines = _start(["watch", TENANT, "-o", str(copy)], env)
     try:
         assert lines.next(60).startswith(f"watching {TENANT}: {copy} at txid ")
+        children = Path(f"/proc/{again.pid}/task/{again.pid}/children").read_text().split()
+        assert len(children) == 1
     finally:
-        assert _stop(again) == 0
+        again.kill()
+        again.wait(10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{children[0]}").exists():
+        assert time.monotonic() < deadline, "litestream outlived its watch"
+        time.sleep(0.1)
 
 
 def test_watch_and_follow_refuse_bad_input(

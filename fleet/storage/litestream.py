@@ -86,7 +86,20 @@ def follow_copy(s3: S3Settings, tenant: str, out: Path, config: Path) -> subproc
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # the caller stops it: a Ctrl-C on the terminal goes to us
+        preexec_fn=_die_with_parent,
     )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, even by
+    SIGKILL (Linux's PR_SET_PDEATHSIG), so that no follower outlives its watch."""
+    import contextlib
+    import ctypes
+    import signal
+
+    # Not Linux: no prctl; the caller's own clean-up still stops it.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def followed_txid(out: Path) -> int | None:
