@@ -81,6 +81,10 @@ def serve(fleet: Fleet, host: str, port: int, announce: Callable[[str], None]) -
         )
     announce(f"console at {link(sock, token)}")
     with tempfile.TemporaryDirectory(prefix="fleet-console-") as tmp:
-        app = build_app(fleet, token, SourceCache(Path(tmp)))
+        sources = SourceCache(Path(tmp))
+        app = build_app(fleet, token, sources)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            sources.close()

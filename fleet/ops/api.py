@@ -46,6 +46,9 @@ class RuntimeClient:
     def __exit__(self, *exc: object) -> None:
         self._http.close()
 
+    def close(self) -> None:
+        self._http.close()
+
     def healthy(self) -> bool:
         try:
             return self._http.get("/healthz", timeout=2.0).status_code == 200

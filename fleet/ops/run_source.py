@@ -78,7 +78,7 @@ def open_source(fleet: Fleet, tenant: str, cache: SourceCache) -> RunSource:
     names.check_tenant(tenant)
     t = cache.find(fleet, tenant)
     if t is not None and t.running:
-        return LiveSource(t)
+        return LiveSource(t, cache.client(t))
     if t is not None and t.backend != names.BACKEND_SQLITE:
         raise TenantNotRunning(tenant, t.state)
     s3 = fleet.storage.for_fleet()
@@ -95,13 +95,10 @@ def open_source(fleet: Fleet, tenant: str, cache: SourceCache) -> RunSource:
 class LiveSource:
     where = LIVE
 
-    def __init__(self, t: Tenant) -> None:
+    def __init__(self, t: Tenant, client: RuntimeClient) -> None:
         self.tenant = t.name
         self.note = f"running on {t.host}"
-        self._t = t
-
-    def _client(self) -> RuntimeClient:
-        return api(self._t)
+        self._c = client
 
     def runs(
         self,
@@ -113,22 +110,19 @@ class LiveSource:
     ) -> RunPage:
         from agent_runtime import RunPage
 
-        with self._client() as c:
-            page = c.runs_page(status=status, workflow=workflow, limit=limit, cursor=cursor)
+        page = self._c.runs_page(status=status, workflow=workflow, limit=limit, cursor=cursor)
         return RunPage([_run(r) for r in page.get("runs", [])], page.get("next_cursor"))
 
     def run(self, run_id: str) -> Run:
-        with self._client() as c:
-            try:
-                return _run(c.get(run_id))
-            except RuntimeApiError as exc:
-                if exc.status == 404:
-                    raise RunNotFound(self.tenant, run_id) from None
-                raise
+        try:
+            return _run(self._c.get(run_id))
+        except RuntimeApiError as exc:
+            if exc.status == 404:
+                raise RunNotFound(self.tenant, run_id) from None
+            raise
 
     def events(self, run_id: str) -> list[Event]:
-        with self._client() as c:
-            return [_event(e) for e in c.events(run_id)]
+        return [_event(e) for e in self._c.events(run_id)]
 
 
 class BackupSource:
@@ -180,6 +174,7 @@ class SourceCache:
         self._dir = directory
         self._ttl = ttl
         self._found: dict[str, tuple[float, Tenant | None]] = {}
+        self._clients: dict[tuple[str, str, str], RuntimeClient] = {}
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._copies: dict[str, tuple[Path, int]] = {}
@@ -193,6 +188,21 @@ class SourceCache:
         t = find_or_none(fleet, tenant)
         self._found[tenant] = (time.monotonic(), t)
         return t
+
+    def client(self, t: Tenant) -> RuntimeClient:
+        """A client of the tenant's API kept open (keep-alive) while it stays where it is."""
+        key = (t.name, t.url or "", t.token or "")
+        with self._lock:
+            if key not in self._clients:
+                for old in [k for k in self._clients if k[0] == t.name]:
+                    self._clients.pop(old).close()
+                self._clients[key] = api(t)
+            return self._clients[key]
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
 
     def copy_of(self, s3: S3Settings, tenant: str) -> tuple[Path, int]:
         """(a copy of the tenant's newest backup, its txid); BackupNotFound without one."""
