@@ -33,6 +33,7 @@ from fleet.core.errors import (
 from fleet.core.hosting import Tenant
 from fleet.storage.backups import backup_state
 from fleet.storage.litestream import restore_copy
+from fleet.storage.s3 import client as s3_client
 from fleet.supervisor.s3 import S3Settings
 
 from .api import RuntimeClient, api
@@ -179,6 +180,8 @@ class SourceCache:
         self._locks: dict[str, threading.Lock] = {}
         self._copies: dict[str, tuple[Path, int]] = {}
         self._retired: dict[str, Path] = {}  # the copy before: a reader may be opening it
+        self._checked: dict[str, float] = {}  # when each backup's newest txid was read
+        self._s3: tuple[S3Settings, Any] | None = None
 
     def find(self, fleet: Fleet, tenant: str) -> Tenant | None:
         """The tenant's container as the engines reported it lately (None: there is none)."""
@@ -199,6 +202,13 @@ class SourceCache:
                 self._clients[key] = api(t)
             return self._clients[key]
 
+    def _s3_client(self, s3: S3Settings) -> Any:
+        """One boto3 client for every listing (making one costs more than a LIST)."""
+        with self._lock:
+            if self._s3 is None or self._s3[0] != s3:
+                self._s3 = (s3, s3_client(s3))
+            return self._s3[1]
+
     def close(self) -> None:
         for c in self._clients.values():
             c.close()
@@ -209,10 +219,14 @@ class SourceCache:
         with self._lock:
             lock = self._locks.setdefault(tenant, threading.Lock())
         with lock:
-            txid = backup_state(s3, tenant).txid
+            cached = self._copies.get(tenant)
+            checked = self._checked.get(tenant, 0.0)
+            if cached is not None and time.monotonic() - checked < self._ttl:
+                return cached
+            txid = backup_state(s3, tenant, self._s3_client(s3)).txid
+            self._checked[tenant] = time.monotonic()
             if txid == 0:
                 raise BackupNotFound(tenant, s3.bucket)
-            cached = self._copies.get(tenant)
             if cached is not None and cached[1] == txid:
                 return cached
             work = Path(tempfile.mkdtemp(prefix=f"{tenant}-", dir=self._dir))
