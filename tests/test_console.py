@@ -188,3 +188,59 @@ def test_the_token_gate() -> None:
         hidden = {"origin": "null", "sec-fetch-site": "cross-site"}
         assert http.post(post, data=cross, headers=hidden).status_code == 403
         assert http.post(post, data={**form, "csrf": "0" * 64}).status_code == 403
+
+
+def test_the_runs_page_pages(db: Path) -> None:
+    source = BackupSource("t1", db, "stopped")
+    first = source.runs(limit=1)
+    assert [r.id for r in first.runs] == ["r2"] and first.next_cursor
+    page = (
+        environment()
+        .get_template("tenant.html")
+        .render(
+            tenant="t1",
+            source=source,
+            page=first,
+            status="",
+            workflow="",
+            statuses=["waiting"],
+            paged=False,
+            csrf="c",
+        )
+    )
+    assert f'cursor={first.next_cursor}"' in page and ">older</a>" in page
+    older = source.runs(limit=1, cursor=first.next_cursor)
+    assert [r.id for r in older.runs] == ["r1"] and older.next_cursor is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fork", "same", "same"], "a fork needs a new name"),
+        (["fork", "src", "Bad_Name"], "invalid tenant name"),
+        (["fork", "src", "new", "--at", "yesterday"], "invalid timestamp"),
+        (["fork", "src", "new", "--at", "2026-01-01T00:00:00"], "has no time zone"),
+        (["console", "--port", "70000"], "--port"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    from .fleet_support import cli
+
+    r = cli(capsys, *args)
+    assert r.code == 2, r
+    assert expected in r.err and "Traceback" not in r.err
+
+
+def test_a_port_in_use_is_an_error_before_the_link(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from .fleet_support import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = cli(capsys, "console", "--port", str(taken.getsockname()[1]))
+    assert r.code == 2 and r.out == "", r
+    assert r.err.startswith("fleet: cannot listen on 127.0.0.1:") and len(r.err.splitlines()) == 1
