@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         help="bearer token required by the API (default: $AGENT_RUNTIME_TOKEN; none = open)",
     )
     s.add_argument(
+        "--token-file",
+        default=None,
+        help="read the token from this file (default: $AGENT_RUNTIME_TOKEN_FILE), e.g. a "
+        "Docker Swarm secret: the token then never sits in the process environment",
+    )
+    s.add_argument(
         "--concurrency", type=int, default=100, help="runs executing at once (default 100)"
     )
     s.add_argument(
@@ -87,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file / $AGENT_RUNTIME_TOKEN_FILE, else $AGENT_RUNTIME_TOKEN."""
+    if args.token:
+        return str(args.token)
+    path = args.token_file or os.environ.get("AGENT_RUNTIME_TOKEN_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise AgentRuntimeError(f"cannot read the token file {path}: {exc.strerror}") from None
+        if not token:
+            raise AgentRuntimeError(f"the token file {path} is empty")
+        return token
+    return os.environ.get("AGENT_RUNTIME_TOKEN") or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -98,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise AgentRuntimeError(f"--port must be 1-65535, got {args.port}")
     if args.lease_seconds < 1:
         raise AgentRuntimeError("--lease-seconds must be >= 1")
-    token = args.token or os.environ.get("AGENT_RUNTIME_TOKEN") or None
+    token = _token(args)
     if token is None and not _is_loopback(args.host):
         structlog.get_logger("agent_runtime").warning(
             "serving_without_token",

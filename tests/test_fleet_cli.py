@@ -13,6 +13,7 @@ from .fleet_support import cli, fleet, one_line_error
 
 COMMANDS = {
     "up",
+    "k8s",
     "ls",
     "down",
     "rm",
@@ -30,6 +31,9 @@ COMMANDS = {
     "migrate",
     "s3",
     "image",
+    "console",
+    "fork",
+    "watch",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +283,48 @@ def test_serve_runs_under_isolated_python_and_ignores_the_working_directory(
         assert code == 0, output
         assert "runtime_started" in output and "hello" in output
     assert not marker.exists()
+
+
+def test_token_file_guards_the_api_and_bad_files_are_one_line(tmp_path: Path) -> None:
+    """--token-file (a Swarm secret's path): the API wants that token; a missing or empty
+    file is a one-line error before anything starts."""
+    import time
+
+    import httpx
+
+    from tests.fleet_support import free_port
+
+    missing = cli("serve", "--db", str(tmp_path / "a.db"), "--app", "agent_runtime.examples",
+                  "--token-file", str(tmp_path / "nope"))  # fmt: skip
+    assert missing.returncode != 0 and "cannot read the token file" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").write_text("\n")
+    empty = cli("serve", "--db", str(tmp_path / "a.db"), "--app", "agent_runtime.examples",
+                "--token-file", str(tmp_path / "empty"))  # fmt: skip
+    assert empty.returncode != 0 and "is empty" in empty.stderr
+
+    (tmp_path / "token").write_text("file-token-123\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_RUNTIME")}
+    env["AGENT_RUNTIME_TOKEN_FILE"] = str(tmp_path / "token")
+    proc = subprocess.Popen(
+        [BIN, "serve", "--db", str(tmp_path / "t.db"), "--app", "agent_runtime.examples",
+         "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/healthz", timeout=0.5, trust_env=False)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert httpx.get(f"{base}/v1/runs", trust_env=False).status_code == 401
+        ok = httpx.get(
+            f"{base}/v1/runs", headers={"Authorization": "Bearer file-token-123"}, trust_env=False
+        )
+        assert ok.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

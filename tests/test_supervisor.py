@@ -131,7 +131,7 @@ def test_each_process_gets_its_own_environment() -> None:
         "PATH", "HOME", "TMPDIR", "TENANT", "LITEFLEET_S3_ENDPOINT", "LITEFLEET_S3_BUCKET",
         "LITEFLEET_S3_REGION", "LITESTREAM_ACCESS_KEY_ID", "LITESTREAM_SECRET_ACCESS_KEY",
     }  # fmt: skip
-    assert litestream["HOME"] == litestream["TMPDIR"] == "/run/litefleet"
+    assert litestream["HOME"] == litestream["TMPDIR"] == "/run/litefleet/home"
     assert set(keeper) == set(litestream) | {"LITEFLEET_HOST"}
     argv = envs.serve_command(runtime, "/data/tenant.db", "/run/litefleet/lease.json")
     assert argv[1:4] == ["-I", "-u", "-m"] and argv[4:6] == ["agent_runtime", "serve"]

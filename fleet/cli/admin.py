@@ -1,14 +1,16 @@
-"""`fleet s3 up | down | status` (the embedded object store) and `fleet image build`."""
+"""`fleet s3 up | down | status` (the embedded object store), `fleet image build` and
+`fleet k8s manifest`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from fleet.core.errors import FleetError
 
-from .base import fleet_of, image_app, s3_app
+from .base import Tenant, fleet_of, image_app, k8s_app, s3_app
 
 
 @s3_app.command("up")
@@ -44,6 +46,15 @@ def image_build() -> None:
 
     for image, size_mb in build_images(_repo_root()):
         output.out.print(f"built {image} ({size_mb} MB)")
+
+
+@k8s_app.command("manifest")
+def k8s_manifest(ctx: typer.Context, tenant: Tenant) -> None:
+    """Print the tenant as Kubernetes objects (StatefulSet, Service, NetworkPolicy), YAML.
+    Its Secrets are referenced, not printed: docs/kubernetes.md shows how to create them."""
+    from fleet.ops.k8s_manifest import manifest_for
+
+    sys.stdout.write(manifest_for(fleet_of(ctx), tenant))
 
 
 def _repo_root() -> Path:

@@ -10,14 +10,47 @@ from fleet.core import names
 
 from .base import Cpus, ForceTakeover, Json, Memory, Tenant, app, fleet_of, image_progress
 
+hosts_app = typer.Typer(
+    help="The hosts tenants run on: FLEET_HOSTS, or the nodes of a Docker Swarm.",
+    invoke_without_command=True,
+)
+app.add_typer(hosts_app, name="hosts")
 
-@app.command()
+
+@hosts_app.callback()
 def hosts(ctx: typer.Context, json: Json = False) -> None:
-    """List the hosts of FLEET_HOSTS: reachable, tenants, memory free/total, tenant image."""
+    """List the hosts: reachable, tenants, memory free/total, tenant image (engines); or the
+    Swarm nodes with their id, hostname, litefleet.host label, state and availability."""
+    if ctx.invoked_subcommand is not None:
+        return
     from . import output, output_hosts
 
     rows = fleet_of(ctx).hosting.hosts()
-    output.print_json([r.as_dict() for r in rows]) if json else output_hosts.hosts(rows)
+    if json:
+        output.print_json([r.as_dict() for r in rows])
+    elif any(r.node is not None for r in rows):
+        output_hosts.nodes(rows)
+    else:
+        output_hosts.hosts(rows)
+
+
+@hosts_app.command("label")
+def hosts_label(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Swarm node: id (or a unique prefix) or hostname.")],
+    name: Annotated[str, typer.Argument(help="Host name for --host / --to (a DNS label).")],
+) -> None:
+    """Swarm: name a node (node label litefleet.host=NAME), for `fleet up --host NAME`."""
+    from fleet.core.errors import InvalidArgument
+    from fleet.engine.swarm_hosting import SwarmHosting
+
+    from . import output
+
+    hosting = fleet_of(ctx).hosting
+    if not isinstance(hosting, SwarmHosting):
+        raise InvalidArgument("`fleet hosts label` names Swarm nodes", "set FLEET_BACKEND=swarm")
+    n = hosting.label(node, name)
+    output.out.print(f"node {n.id[:12]} ({n.hostname}) is host {name}")
 
 
 @app.command()

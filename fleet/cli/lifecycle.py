@@ -11,6 +11,8 @@ from fleet.core import names
 
 from .base import (
     Cpus,
+    Egress,
+    EnvVars,
     ForceTakeover,
     Json,
     Labels,
@@ -40,15 +42,13 @@ def up(
     ] = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
-    ] = None,
+    env: EnvVars = None,
     host: Annotated[
         str | None,
         typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
     force_takeover: ForceTakeover = False,
+    egress: Egress = None,
     db_url: Annotated[
         str | None,
         typer.Option(
@@ -77,6 +77,7 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        egress=egress,
     )
     result = tenants.up(
         fleet_of(ctx),

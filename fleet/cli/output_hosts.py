@@ -35,6 +35,27 @@ def hosts(rows: list[HostInfo]) -> None:
     out.print(table)
 
 
+def nodes(rows: list[HostInfo]) -> None:
+    """`fleet hosts` on Swarm: one row per node."""
+    table = Table(box=None, pad_edge=False)
+    for col in ("HOST", "NODE", "HOSTNAME", "STATE", "AVAILABILITY", "TENANTS",
+                "MEMORY FREE/TOTAL", "ADDRESS"):  # fmt: skip
+        table.add_column(col, no_wrap=True)
+    for h in rows:
+        n = h.node
+        table.add_row(
+            n.label if n and n.label else "-",
+            n.id[:12] if n else "-",
+            n.hostname if n else "-",
+            n.state if n else "-",
+            n.availability if n else "-",
+            f"{h.tenants} ({h.running} running)",
+            f"{_mb(h.mem_free)} / {_mb(h.mem_total)}",
+            h.url,
+        )
+    out.print(table)
+
+
 def restored(r: RestoreResult) -> None:
     t = r.tenant
     age = r.age_s()
@@ -59,9 +80,13 @@ def restored(r: RestoreResult) -> None:
 
 def migrated(r: MigrateResult) -> None:
     t = r.tenant
+    synced = (
+        f"replicated txid {r.replicated_txid:#x} = local txid {r.local_txid:#x}"
+        if r.local_txid is not None
+        else f"checked at stop, replicated txid {r.replicated_txid:#x}"
+    )
     out.print(
-        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host}: final sync "
-        f"replicated txid {r.replicated_txid:#x} = local txid {r.local_txid:#x}, "
+        f"tenant [bold]{t.name}[/] moved {r.source} -> {t.host}: final sync {synced}, "
         f"{r.runs} runs identical"
     )
     out.print(f"  downtime {r.downtime_s:.2f}s (stop + final sync {r.stop_s:.2f}s); API at {t.url}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fleet.supervisor.s3 import S3Settings
 
@@ -39,9 +39,11 @@ class Tenant:
     exit_code: int | None = None  # of its last run, once stopped
     oom_killed: bool = False  # the kernel's OOM killer killed a process of its last run
     restart_count: int = 0  # restarts by the engine's restart policy since its last start
+    egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
+    address: str = "127.0.0.1"  # where the API's port is: loopback, or a Swarm node
 
     @property
     def running(self) -> bool:
@@ -53,7 +55,7 @@ class Tenant:
 
     @property
     def url(self) -> str | None:
-        return f"http://127.0.0.1:{self.port}" if self.port else None
+        return f"http://{self.address}:{self.port}" if self.port else None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -83,6 +85,7 @@ class TenantSpec:
     volume: str | None = None  # default names.volume_name(tenant)
     name: str | None = None  # default names.container_name(tenant)
     tmp_size: str = names.DEFAULT_TMP_SIZE
+    egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
     def volume_name(self) -> str:
@@ -129,13 +132,15 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor."""
+    environment, ``argv`` run in /data instead of the supervisor. Litestream's config names
+    the backup of ``replica`` (default: the tenant's own; `fleet fork` restores another's)."""
 
     tenant: str
     image: str
     s3: S3Settings
     argv: list[str]
     timeout: float = 900.0
+    replica: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,26 @@ class Stopped:
 
     exit_code: int | None
     logs: str  # what it printed while stopping
+
+
+@dataclass(frozen=True)
+class SwarmNode:
+    """What `fleet hosts` shows of a Swarm node beside the usual host figures."""
+
+    id: str
+    hostname: str
+    label: str | None  # its litefleet.host label, the name `--host` and `--to` take
+    state: str  # ready, down, unknown
+    availability: str  # active, pause, drain
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "node_id": self.id,
+            "hostname": self.hostname,
+            "label": self.label,
+            "state": self.state,
+            "availability": self.availability,
+        }
 
 
 @dataclass(frozen=True)
@@ -158,6 +183,7 @@ class HostInfo:
     images: bool | None = None  # has the fleet's tenant image
     version: str | None = None
     error: str | None = None
+    node: SwarmNode | None = None  # on Swarm: the node this host name stands for
 
     @property
     def mem_free(self) -> int | None:
@@ -166,7 +192,9 @@ class HostInfo:
         return max(0, self.mem_total - self.mem_reserved)
 
     def as_dict(self) -> dict[str, object]:
+        node = {} if self.node is None else self.node.as_dict()
         return {
+            **node,
             "host": self.name,
             "url": self.url,
             "reachable": self.reachable,
@@ -197,6 +225,16 @@ class Transfer:
     source: str | None  # host it came from; None: it was there already / pulled
     bytes: int
     how: str  # present | copied | pulled
+
+
+@runtime_checkable
+class Placing(Protocol):
+    """A hosting that moves a tenant by its placement (Swarm: the same service, its
+    constraint changed) instead of recreating it on another host."""
+
+    def constrain(self, t: Tenant, host: str) -> None:
+        """Run ``t`` only on ``host`` from its next start on (a stopped tenant stays stopped)."""
+        ...
 
 
 class Hosting(Protocol):

@@ -21,8 +21,10 @@ from fleet.supervisor.layout import (
     DB_PATH,
     DEFAULT_APP,
     DEFAULT_REGION,
+    EGRESS_SENTINEL,
     ENV_APP,
     ENV_DB,
+    ENV_EGRESS,
     ENV_HOST,
     ENV_PGPASSWORD,
     ENV_S3_ACCESS_KEY_ID,
@@ -60,8 +62,10 @@ __all__ = [
     "DB_PATH",
     "DEFAULT_APP",
     "DEFAULT_REGION",
+    "EGRESS_SENTINEL",
     "ENV_APP",
     "ENV_DB",
+    "ENV_EGRESS",
     "ENV_HOST",
     "ENV_PGPASSWORD",
     "ENV_S3_ACCESS_KEY_ID",
@@ -119,9 +123,13 @@ LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKE
 # engine's stop; a container without the label predates it (its supervisor would die of it).
 LABEL_DOWN_SIGNAL = LABEL_PREFIX + "down-signal"
 DOWN_SIGNAL = "SIGUSR1"
+LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
+# A user label (shown by `fleet ls`, filterable with --label) on a tenant made by `fleet fork`.
+LABEL_FORKED_FROM = LABEL_PREFIX + "forked-from"
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
+ROLE_FIREWALL = "firewall"
 BACKEND_SQLITE = "sqlite"
 BACKEND_POSTGRES = "postgres"
 
@@ -130,6 +138,10 @@ NETWORK = "litefleet"  # the tenants' bridge network on each engine (no inter-co
 STORE_CONTAINER = "litefleet-s3"  # the embedded object store
 STORE_PORT = 9000  # inside the store's container; the host port is a setting
 LOCAL_HOST = "local"  # the one host when FLEET_HOSTS is empty
+# Each engine's host keeps its tenants' egress rules through this container (and its records
+# in this volume): fleet/engine/network.py and fleet/engine/firewall.py.
+FIREWALL_CONTAINER = "litefleet-firewall"
+FIREWALL_VOLUME = "litefleet-firewall"
 
 # -- what a tenant container gets unless told otherwise
 DEFAULT_MEMORY = "256m"
@@ -137,6 +149,7 @@ DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
 POSTGRES_MAX_RESTARTS = 10  # the engine's on-failure count (SQLite tenants keep their own)
+DEFAULT_EGRESS = "public"  # fleet/engine/egress.py
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30
@@ -171,6 +184,7 @@ RESERVED_ENV = frozenset(
         "HOME",
         "BASH_ENV",
         "ENV",
+        ENV_EGRESS,
     }
 )
 RESERVED_ENV_PREFIXES = ("LD_", "PYTHON", "PG", "LITESTREAM_", "AWS_")

@@ -39,9 +39,38 @@ class FleetSettings(BaseSettings):
     registry: str | None = Field(
         None, description="registry hosts pull the tenant image from; unset = copy it over"
     )
+    backend: str = Field(
+        "engines", description="engines (FLEET_HOSTS) or swarm (a Docker Swarm's services)"
+    )
+    swarm_manager: str | None = Field(
+        None, description="Docker URL of a Swarm manager; unset = the local engine"
+    )
+    swarm_ports: str = Field(
+        "30000-32767", description="ports Swarm tenants publish their API on (host mode)"
+    )
     stop_timeout: int = Field(60, description="seconds `down` waits for the final sync")
     health_timeout: float = Field(60.0, description="seconds `up` waits for /healthz")
     log_level: str = "warning"
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in {"engines", "swarm"}:
+            raise ValueError("engines or swarm")
+        return v
+
+    @field_validator("swarm_ports")
+    @classmethod
+    def _ports(cls, v: str) -> str:
+        lo, sep, hi = v.partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 1024 <= int(lo) <= int(hi) < 65536):
+            raise ValueError("a range LOW-HIGH of ports 1024-65535")
+        return v
+
+    @property
+    def swarm_port_range(self) -> tuple[int, int]:
+        lo, _, hi = self.swarm_ports.partition("-")
+        return int(lo), int(hi)
 
     @field_validator("log_level")
     @classmethod

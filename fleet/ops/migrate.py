@@ -25,7 +25,7 @@ from pathlib import Path
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument
-from fleet.core.hosting import OneOff, Tenant, TransferProgress
+from fleet.core.hosting import OneOff, Placing, Tenant, TransferProgress
 from fleet.core.log import log
 from fleet.storage.backups import backup_state
 from fleet.storage.final_sync import FinalSyncFailed
@@ -42,7 +42,7 @@ DB_FILES = [Path(names.DB_PATH).name, Path(names.DB_PATH).name + "-wal"]
 class MigrateResult:
     tenant: Tenant
     source: str
-    local_txid: int
+    local_txid: int | None  # None on Swarm: the fleet cannot read a node's volume
     replicated_txid: int
     runs: int  # runs compared
     stop_s: float  # SIGTERM until the source container exited (drain + final sync)
@@ -53,6 +53,10 @@ def migrate(
     fleet: Fleet, tenant: str, *, to: str, progress: TransferProgress | None = None
 ) -> MigrateResult:
     src = find(fleet, tenant)
+    if isinstance(fleet.hosting, Placing):
+        from .move import move
+
+        return move(fleet, fleet.hosting, src, to=to, progress=progress)
     target = fleet.hosting.place(to)
     if src.host == target:
         raise InvalidArgument(f"tenant {tenant!r} is already on host {to!r}")

@@ -19,6 +19,7 @@ from fleet.core.durations import parse_duration
 from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
+from fleet.engine.egress import parse_egress
 from fleet.storage import fence
 from fleet.storage.final_sync import check_final_sync
 
@@ -39,9 +40,12 @@ class TenantOptions:
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     token: str | None = None  # a moved tenant keeps its API token
+    egress: str | None = None  # fleet/engine/egress.py; default public
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
+        if self.egress is not None:
+            parse_egress(self.egress)
         if self.ttl is not None:
             parse_duration(self.ttl)
         if self.db_url is not None:
@@ -60,6 +64,7 @@ class TenantOptions:
             cpus=spec.cpus,
             env=dict(spec.env),
             token=spec.token or None,
+            egress=spec.egress,
         )
 
 
@@ -160,6 +165,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
+            ("--egress", given.egress is not None and _egress(given.egress) != t.egress),
         )
         if differs
     ]
@@ -170,6 +176,11 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             f"run `fleet up {t.name}` alone, or `fleet rm {t.name}` (its backup is kept) "
             "and `fleet up` it again with the new settings",
         )
+
+
+def _egress(text: str | None) -> str:
+    """The canonical text of a policy (``None``: the default)."""
+    return str(parse_egress(text or names.DEFAULT_EGRESS))
 
 
 def create(
@@ -249,6 +260,7 @@ def _spec(
         env=options.env,
         labels=labels,
         host=host,  # the lease keeper names its holder "<host>/<container id>"
+        egress=_egress(options.egress),
         **where,
     )
     return spec, note

@@ -8,7 +8,10 @@ entrypoint.sh runs ``start``). The process tree and who runs as whom: see __init
   - PostgreSQL tenant: drop to AGENT_UID and become ``run-app`` (runner.py, PID 1), which
     starts the runtime at once.
   Both drops go through ``setpriv`` (identity.py): no capability survives them.
-- ``keep`` (PID 1, SUPERVISOR_UID): keeper.py, with Litestream and the runner as children.
+- ``keep`` (PID 1, SUPERVISOR_UID): first waits until the host enforces the tenant's egress
+  policy (egress.py: a tenant the fleet gave a policy runs nothing without its rules; the
+  runner waits on its pipe meanwhile), then keeper.py, with Litestream and the runner as
+  children. ``run-app`` waits the same way before it starts the runtime.
 - ``replicate`` (the keeper's child, SUPERVISOR_UID, under the lease): restore the database or
   set a stale one aside (volume.py), set the volume's permissions (permissions.py), say READY,
   then ``exec litestream replicate`` (no ``-exec``: the runtime is not Litestream's child).
@@ -27,6 +30,7 @@ from . import exits
 from .environments import (
     keeper_env,
     litestream_env,
+    only,
     problem,
     runtime_env,
     sqlite_serve_command,
@@ -38,6 +42,7 @@ from .layout import (
     CONTROL_FD,
     DB_PATH,
     ENV_CONTROL_FD,
+    ENV_EGRESS,
     ENV_READY_FD,
     ENV_RUNNER_PID,
     ENV_TENANT,
@@ -68,7 +73,7 @@ def start(environ: dict[str, str]) -> int:
         return stopped(why)
     if uses_postgres(environ):
         argv = as_agent(self_command("run-app"))
-        os.execve(argv[0], argv, runtime_env(environ))
+        os.execve(argv[0], argv, {**runtime_env(environ), **only(environ, (ENV_EGRESS,))})
     why = problem(environ)
     if why is not None:
         return stopped(why)
@@ -120,16 +125,19 @@ def replicate(environ: dict[str, str]) -> int:
 def keep(environ: dict[str, str]) -> int:
     """The keeper of a tenant container (PID 1 after ``start``)."""
     from .children import AppLink, Replicator, which
+    from .egress import wait_until_enforced
     from .keeper import from_env
-    from .layout import DB_PATH, LEASE_GATE_FILE, STATE_FILE
+    from .layout import DB_PATH, LEASE_GATE_FILE, STATE_FILE, SUPERVISOR_HOME
     from .lease_gate import GateFile
     from .litestream import replicate_command
-    from .permissions import UMASK, VolumeNotOurs, prepare_record_dir
+    from .permissions import UMASK, VolumeNotOurs, prepare_record_dir, private_dir
     from .report import StateFile
     from .restarts import RestartRecord
 
+    wait_until_enforced(environ, log)
     os.umask(UMASK)
     try:
+        private_dir(SUPERVISOR_HOME)  # before any agent code runs
         record = RestartRecord(prepare_record_dir())
     except (VolumeNotOurs, OSError) as exc:
         return stopped(f"the volume cannot be prepared: {exc}")

@@ -2,9 +2,9 @@
 
 - The keeper and Litestream (SUPERVISOR_UID) get an explicit environment: only the variables
   named below, so a stray AWS_CA_BUNDLE, AWS_* credential or user --env cannot change how they
-  talk to S3. Their HOME and TMPDIR are the keeper's own tmpfs (layout.RUN_DIR), which agent
-  code can neither write nor fill: Litestream's S3 client reads ~/.aws/config, which could
-  otherwise point it at another endpoint or run a credential_process as its uid.
+  talk to S3. Their HOME and TMPDIR are the keeper's own directory (layout.SUPERVISOR_HOME),
+  which agent code can neither write nor fill: Litestream's S3 client reads ~/.aws/config,
+  which could otherwise point it at another endpoint or run a credential_process as its uid.
 - The runtime (AGENT_UID) gets the container's environment minus everything that is the
   supervisor's (the replica's credentials and settings, LITEFLEET_*, AWS_*) and minus what
   changes how programs load (LD_*, BASH_ENV, ENV); PATH and HOME are set here. So it holds:
@@ -23,6 +23,7 @@ from .layout import (
     ENV_APP,
     ENV_CONTROL_FD,
     ENV_DB,
+    ENV_EGRESS,
     ENV_HOST,
     ENV_LEASE_RENEW,
     ENV_LEASE_TTL,
@@ -34,9 +35,9 @@ from .layout import (
     ENV_TENANT,
     LEASE_GATE_FILE,
     POSTGRES_SCHEMES,
-    RUN_DIR,
     RUNTIME_PORT,
     S3_CREDENTIALS,
+    SUPERVISOR_HOME,
     TENANT_RULE,
     valid_tenant,
 )
@@ -59,6 +60,7 @@ KEEPER_VARS = (
     ENV_LEASE_WAIT,
     ENV_RUNNER_PID,
     ENV_CONTROL_FD,
+    ENV_EGRESS,  # the keeper waits until the host enforces it (egress.py)
 )
 REQUIRED = (ENV_TENANT, ENV_S3_ENDPOINT, ENV_S3_BUCKET)
 # Never passed to the runtime: the supervisor's own, and what changes how programs load.
@@ -89,7 +91,7 @@ def only(env: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _supervisor_base() -> dict[str, str]:
-    return {"PATH": PATH, "HOME": RUN_DIR, "TMPDIR": RUN_DIR}
+    return {"PATH": PATH, "HOME": SUPERVISOR_HOME, "TMPDIR": SUPERVISOR_HOME}
 
 
 def keeper_env(env: dict[str, str]) -> dict[str, str]:

@@ -37,6 +37,9 @@ RUN_DIR = "/run/litefleet"
 RUN_DIR_SIZE = "4m"
 LEASE_GATE_FILE = f"{RUN_DIR}/lease.json"  # the runtime's --lease-file (agent_runtime/_lease_gate)
 STATE_FILE = f"{RUN_DIR}/state.json"  # lease, store and restarts, for `fleet ls`
+# HOME and TMPDIR of the keeper and Litestream, 0700: on Swarm RUN_DIR itself is sticky and
+# writable by all (a service's tmpfs has no owner), and Litestream reads ~/.aws/config.
+SUPERVISOR_HOME = f"{RUN_DIR}/home"
 # On the volume, the supervisor's record of crashes (the restart bound) lives in a directory of
 # its own that agent code cannot enter.
 RECORD_DIR = f"{DATA_DIR}/.litefleet"
@@ -60,11 +63,18 @@ ENV_TOKEN = "AGENT_RUNTIME_TOKEN"
 ENV_APP = "AGENT_RUNTIME_APP"
 ENV_DB = "AGENT_RUNTIME_DB"  # postgresql://... selects the PostgreSQL backend
 ENV_PGPASSWORD = "PGPASSWORD"
+# The tenant's egress policy (fleet/engine/egress.py). When set, the supervisor starts nothing
+# until the host enforces it (fleet/supervisor/egress.py).
+ENV_EGRESS = "LITEFLEET_EGRESS"
 S3_CREDENTIALS = (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY)
 
 DEFAULT_APP = "agent_runtime.examples"
 DEFAULT_REGION = "us-east-1"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+# A TCP destination only a tenant's own egress chain answers, with a reset (see
+# fleet/engine/egress_rules.py): 192.0.0.8 is the IPv4 dummy address (RFC 7600), no host has it.
+EGRESS_SENTINEL = ("192.0.0.8", 9)
 
 # -- object keys in the bucket
 BACKUP_PREFIX = "tenants/"  # Litestream's replica of each tenant

@@ -8,7 +8,7 @@ last seconds, so a ``valid_until`` once written is a promise that cannot be take
 keeper writes the deadline its own lease gives it (``Held.valid_until``), never more.
 
 The file lives in the keeper's tmpfs (layout.RUN_DIR): the runtime's uid can read it, not
-write it, and cannot fill the filesystem under it.
+write it, and (on Docker) cannot fill the filesystem under it.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ class GateFile:
 
 def write_atomically(path: str, data: bytes, mode: int) -> None:
     """Replace ``path`` with ``data``: a reader sees the old file or the new one, never half."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    # A fresh name (O_EXCL): in a directory others may write (Swarm's RUN_DIR) a predictable
+    # one could be taken first.
+    tmp = f"{path}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
         os.fchmod(fd, mode)

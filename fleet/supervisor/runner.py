@@ -22,7 +22,7 @@ import sys
 
 from . import exits
 from .environments import serve_command
-from .layout import ENV_DB
+from .layout import ENV_DB, ENV_EGRESS
 
 
 def log(msg: str) -> None:
@@ -94,6 +94,10 @@ class Runner:
 
 
 def main() -> int:
+    from .egress import wait_until_enforced
+
     env = dict(os.environ)
+    wait_until_enforced(env, log)  # before any agent code runs
+    env.pop(ENV_EGRESS, None)
     os.umask(0o007)
     return Runner(env).run()

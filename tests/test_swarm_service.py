@@ -1,0 +1,113 @@
+"""The Swarm service spec of a tenant (fleet/engine/swarm_service.py), without a swarm: what
+it must hold (hardening, limits, reservations, the token as a secret file, the node
+constraint, the host-mode port) and what it must not (the token in the environment).
+The swarm itself runs it in tests/swarm/."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fleet.core.errors import ConfigError
+from fleet.core.hosting import TenantSpec
+from fleet.engine.swarm_service import (
+    Placement,
+    allocate_port,
+    constraints,
+    current_task,
+    service_args,
+    task_place,
+)
+from fleet.supervisor.s3 import S3Settings
+
+TOKEN = "tok-0123456789abcdef-not-in-env"
+S3_SECRET = "s3-secret-key"
+
+
+def _args(node: str | None = "edge-1", **kw: Any) -> dict[str, Any]:
+    spec = TenantSpec(
+        tenant="alice",
+        image="litefleet/tenant:0.1.0",
+        token=TOKEN,
+        memory="512m",
+        cpus=1.5,
+        pids=128,
+        env={"APP_SETTING": "x"},
+        labels={"litefleet.label.team": "red"},
+        s3=S3Settings("http://s3.internal:9000", "b", "us-east-1", "key-id", S3_SECRET),
+        **kw,
+    )
+    return service_args(spec, Placement("sha256:" + "a" * 64, "sec-id", "sec-name", 30007, node))
+
+
+def test_one_replica_restart_any_stop_first_host_mode_port() -> None:
+    args = _args()
+    assert args["name"] == "litefleet-alice"
+    assert args["mode"] == {"Replicated": {"Replicas": 1}}
+    assert args["update_config"]["Order"] == "stop-first"
+    tmpl = args["task_template"]
+    assert tmpl["RestartPolicy"]["Condition"] == "any"
+    assert tmpl["Placement"]["Constraints"] == ["node.labels.litefleet.host==edge-1"]
+    assert args["endpoint_spec"]["Ports"] == [
+        {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 30007, "PublishMode": "host"}
+    ]
+    assert args["labels"]["litefleet.port"] == "30007"
+    assert args["labels"]["litefleet.tenant"] == "alice"
+    assert args["labels"]["litefleet.label.team"] == "red"
+    assert _args(node=None)["task_template"]["Placement"]["Constraints"] == []
+
+
+def test_hardening_limits_and_reservation() -> None:
+    tmpl = _args()["task_template"]
+    c = tmpl["ContainerSpec"]
+    assert c["Image"].startswith("sha256:")  # by id: no registry lookup on the nodes
+    assert c["User"] == "0:0" and c["ReadOnly"] is True and c["Init"] is False
+    assert c["CapabilityDrop"] == ["ALL"]
+    assert c["CapabilityAdd"] == ["SETUID", "SETGID", "SETPCAP"]  # the supervisor drops them
+    limits, reserved = tmpl["Resources"]["Limits"], tmpl["Resources"]["Reservations"]
+    assert limits == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 512 << 20, "Pids": 128}
+    assert reserved == {"MemoryBytes": 512 << 20}
+    volume, tmp, run = c["Mounts"]
+    assert run["Target"] == "/run/litefleet" and run["TmpfsOptions"]["Mode"] == 0o1777
+    assert volume["Source"] == "litefleet-alice-data" and volume["Target"] == "/data"
+    assert tmp["Type"] == "tmpfs" and tmp["Target"] == "/tmp"
+
+
+def test_the_token_is_a_secret_file_never_in_the_environment() -> None:
+    args = _args()
+    c = args["task_template"]["ContainerSpec"]
+    assert TOKEN not in json.dumps(args)
+    env = dict(e.split("=", 1) for e in c["Env"])
+    assert "AGENT_RUNTIME_TOKEN" not in env
+    assert env["AGENT_RUNTIME_TOKEN_FILE"] == "/run/secrets/litefleet-token"
+    assert env["LITEFLEET_HOST"] == "{{.Node.ID}}"  # the lease names the node
+    assert env["APP_SETTING"] == "x"
+    (secret,) = c["Secrets"]
+    assert secret["SecretID"] == "sec-id"
+    assert secret["File"] == {"Name": "litefleet-token", "UID": "10002", "GID": "10002",
+                              "Mode": 0o400}  # fmt: skip
+
+
+def test_ports_and_constraints() -> None:
+    assert allocate_port([], 30000, 30002) in {30000, 30001, 30002}
+    assert allocate_port([30000, 30002], 30000, 30002) == 30001
+    with pytest.raises(ConfigError, match="taken"):
+        allocate_port([30000, 30001], 30000, 30001)
+    assert constraints("n") == ["node.labels.litefleet.host==n"]
+
+
+def test_where_a_task_runs() -> None:
+    tasks = [
+        {"ID": "old", "DesiredState": "shutdown", "NodeID": "n2", "UpdatedAt": "2",
+         "Status": {"State": "failed"}},
+        {"ID": "new", "DesiredState": "running", "NodeID": "n1", "UpdatedAt": "3",
+         "Status": {"State": "running"}},
+    ]  # fmt: skip
+    nodes = {"n1": {"Spec": {"Labels": {"litefleet.host": "one"}}, "Status": {"Addr": "10.0.0.1"}}}
+    task = current_task(tasks)
+    assert task is not None and task["ID"] == "new"
+    place = task_place(task, nodes)
+    assert (place.node, place.address, place.state) == ("one", "10.0.0.1", "running")
+    assert current_task([tasks[0]]) is None
