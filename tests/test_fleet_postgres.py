@@ -143,7 +143,7 @@ def test_tenant_on_postgres_end_to_end(
     # No Litestream in the container; the runtime's command line has no password.
     container = docker_client.containers.get(f"litefleet-{tenant}")
     processes = " ".join(" ".join(p) for p in container.top()["Processes"])
-    assert "agent-runtime serve --db postgresql://" in processes
+    assert "-m agent_runtime serve --db postgresql://" in processes  # python3 -I, agent uid
     assert "litestream" not in processes
     assert password not in processes
     logs = _ok(fleet("logs", tenant, env=tenant_env))
