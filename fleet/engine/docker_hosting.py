@@ -156,8 +156,11 @@ class DockerHosting:
             with contextlib.suppress(docker.errors.APIError):  # it stopped meanwhile
                 t.handle.kill(signal=down)
         t.handle.stop(timeout=timeout)
-        logs = t.handle.logs(since=since, stdout=True, stderr=True).decode(errors="replace")
-        t.handle.reload()
+        try:
+            logs = t.handle.logs(since=since, stdout=True, stderr=True).decode(errors="replace")
+            t.handle.reload()
+        except docker.errors.APIError:  # removed meanwhile (another fleet process's rm)
+            return Stopped(None, "")
         return Stopped(t.handle.attrs.get("State", {}).get("ExitCode"), logs)
 
     def remove(self, t: Tenant) -> None:
