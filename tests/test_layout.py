@@ -1,5 +1,6 @@
-"""The shape of fleet/ (README "Layout"): imports flow one way, cli -> ops -> storage ->
-engine -> core -> supervisor; functions stay short; `fleet --help` loads no heavy library."""
+"""The shape of fleet/ (README "Layout"): imports flow one way, cli -> gateway -> ops ->
+storage -> engine -> core -> supervisor; functions stay short; `fleet --help` loads no heavy
+library."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 FLEET = Path(__file__).resolve().parents[1] / "fleet"
 # Lower layers never import higher ones. storage may use engine (the embedded store is a
 # container); engine never uses storage.
-LAYERS = ["supervisor", "core", "engine", "storage", "ops", "cli"]
+LAYERS = ["supervisor", "core", "engine", "storage", "ops", "gateway", "cli"]
 TOP = {"demo"}  # scripts on top of everything
 
 

@@ -101,6 +101,7 @@ LABEL_TTL = LABEL_PREFIX + "ttl"  # as given by the user, e.g. "2h"
 LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
+LABEL_IDLE_PARK = LABEL_PREFIX + "idle-park"  # as given, e.g. "10m": the gateway parks it then
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
@@ -165,6 +166,23 @@ def oneoff_name(tenant: str, stamp: int) -> str:
 
 def volume_name(tenant: str) -> str:
     return f"litefleet-{tenant}-data"
+
+
+# -- parked tenants (fleet/storage/manifests.py): objects only the fleet's own key can reach
+MANIFEST_PREFIX = "manifests/"  # manifests/<t>.json: the fleet's record of a tenant
+GATEWAY_KEY = "fleet/gateway.json"  # the one gateway of the fleet (a lease), not a tenant name
+STATE_PARKED = "parked"  # `fleet ls` state of a tenant that lives only in object storage
+STATE_PARKING = "parking"
+STATE_WAKING = "waking"
+PARK_PARALLEL = 8  # bulk up/park/wake: tenants handled at once by one fleet process
+GATEWAY_PORT = 8000
+GATEWAY_HOLD_S = 30.0  # a request waits this long for a waking / moving tenant, then 503
+GATEWAY_LEASE_S = 15.0  # a gateway that has not renewed its record for this long is gone
+WAKE_LEAD_S = 2.0  # a parked tenant is woken this long before its earliest durable deadline
+
+
+def manifest_key(tenant: str) -> str:
+    return f"{MANIFEST_PREFIX}{check_tenant(tenant)}.json"
 
 
 def archive_prefix(tenant: str) -> str:

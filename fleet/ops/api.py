@@ -84,6 +84,10 @@ class RuntimeClient:
                 break
         return runs[:limit]
 
+    def activity(self) -> dict[str, Any]:
+        """Idle time, runs executing, the earliest durable deadline (``GET /v1/activity``)."""
+        return self._json("GET", "/v1/activity")
+
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/v1/runs/{_seg(run_id)}/events").get("events", []))
 

@@ -74,17 +74,38 @@ class TenantStatus:
                 "note": r.note or None,
             },
             "labels": t.labels,
+            "idle_park": t.idle_park,
+            "next_wake_at": t.next_wake_at,
         }
 
 
 def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]:
+    """Tenants with a container, then the parked ones (no replication probe: their backup
+    is complete, `fleet park` checked it)."""
     tenants = list_tenants(fleet, labels)
+    stored, stored_note = _parked_or_note(fleet, labels)
+    shown = {t.name for t in tenants}
+    rest = [
+        TenantStatus(t, None, Replication(None, None, None, stored_note or "parked"))
+        for t in stored
+        if t.name not in shown
+    ]
     if not tenants:
-        return []
+        return rest
     s3, s3_note = _s3_or_note(fleet, tenants)
     s3c = s3_client(s3) if s3 else None
     with ThreadPoolExecutor(max_workers=min(8, len(tenants))) as pool:
-        return list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+        rows = list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+    return sorted(rows + rest, key=lambda r: (r.tenant.name, r.tenant.host))
+
+
+def _parked_or_note(fleet: Fleet, labels: dict[str, str] | None) -> tuple[list[Tenant], str]:
+    from .park import parked
+
+    try:
+        return parked(fleet, labels), ""
+    except FleetError as exc:
+        return [], exc.message
 
 
 def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None, str]:

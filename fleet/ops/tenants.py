@@ -39,11 +39,13 @@ class TenantOptions:
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     token: str | None = None  # a moved tenant keeps its API token
+    idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
-        if self.ttl is not None:
-            parse_duration(self.ttl)
+        for duration in (self.ttl, self.idle_park):
+            if duration is not None:
+                parse_duration(duration)
         if self.db_url is not None:
             postgres.check_url(self.db_url)
         if self.cpus <= 0:
@@ -60,6 +62,7 @@ class TenantOptions:
             cpus=spec.cpus,
             env=dict(spec.env),
             token=spec.token or None,
+            idle_park=spec.labels.get(names.LABEL_IDLE_PARK),
         )
 
 
@@ -160,6 +163,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
+            ("--idle-park", given.idle_park is not None and given.idle_park != t.idle_park),
         )
         if differs
     ]
@@ -229,6 +233,8 @@ def _spec(
     if options.ttl is not None:
         labels[names.LABEL_TTL] = options.ttl
         labels[names.LABEL_EXPIRES] = str(int(time.time()) + parse_duration(options.ttl))
+    if options.idle_park is not None:
+        labels[names.LABEL_IDLE_PARK] = options.idle_park
     note: str | None = None
     where: dict[str, Any]  # where its state lives
     if options.db_url is None:
