@@ -54,12 +54,12 @@ def bulk(outcome: Outcome[Any], show: Callable[[Any, bool], None]) -> None:
     total = len(outcome.done) + len(outcome.failed)
     for result in outcome.done:
         show(result, total > 1)
+    if outcome.failed and total == 1:
+        raise outcome.failed[0]
     for failure in outcome.failed:
         err.print(f"fleet: {failure.line()}", markup=False, highlight=False)
     if outcome.failed:
         first = outcome.failed[0]
-        if total == 1:
-            raise first
         summary = FleetError(f"{len(outcome.failed)} of {total} tenants failed (listed above)")
         summary.exit_code = first.exit_code
         raise summary

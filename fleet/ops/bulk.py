@@ -68,8 +68,11 @@ def for_each(
             err = translate(exc)
             if err is None:
                 raise
-            result = FleetError(f"{name}: {err.message}", err.hint)
-            result.exit_code = err.exit_code
+            if len(tenants) == 1:  # the error as it is: the command named the tenant
+                result = err
+            else:
+                result = FleetError(f"{name}: {err.message}", err.hint)
+                result.exit_code = err.exit_code
         if reporter:
             reporter.done(name, result)
         return result

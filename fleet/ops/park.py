@@ -22,7 +22,7 @@ from typing import Any
 
 from fleet.core import names
 from fleet.core.context import Fleet
-from fleet.core.errors import FleetError, TenantNotFound
+from fleet.core.errors import FleetError, ObjectStoreError, TenantNotFound
 from fleet.core.hosting import OneOff, Tenant
 from fleet.core.log import log
 from fleet.core.spec_json import spec_to_json
@@ -32,7 +32,7 @@ from fleet.storage.final_sync import FinalSyncFailed
 from fleet.supervisor.litestream import max_txid, status_command
 
 from .api import api
-from .tenants import find_or_none, stop, wait_healthy
+from .tenants import find_or_none, stop
 
 PARK_KEY = "park"  # the fields of this module in a manifest (others keep theirs beside it)
 DB_FILES = [Path(names.DB_PATH).name, Path(names.DB_PATH).name + "-wal"]
@@ -81,9 +81,8 @@ def park(fleet: Fleet, tenant: str) -> ParkResult:
         else:
             clear(fleet, tenant)
         again = "; it is running again" if t.running else ""
-        raise FleetError(
-            f"tenant {tenant!r} was not parked: {exc.message}{again}", exc.hint
-        ) from None
+        msg = f"tenant {tenant!r} was not parked: {exc.message}{again}"
+        raise ObjectStoreError(msg, exc.hint) from None
     fleet.hosting.remove(t)
     fleet.hosting.remove_volume(tenant, t.host)
     interrupted = int(activity.get("executing", 0)) + int(activity.get("pending", 0))
@@ -122,9 +121,9 @@ def _activity(t: Tenant) -> dict[str, Any]:
 
 
 def _resume(fleet: Fleet, t: Tenant) -> None:
+    """Start it again where it was (not waiting for health: the store may still be away)."""
     fleet.hosting.start(t)
     clear(fleet, t.name)
-    wait_healthy(fleet, t)
 
 
 def _check_stopped_volume(fleet: Fleet, t: Tenant) -> float | None:
