@@ -7,13 +7,16 @@ it gets 401 and costs nothing more (no wake, no manifest read: an unknown name i
 at most once per few seconds). Then the body is read (bounded, so that it can be sent again)
 and the request is passed on, over a keep-alive pool, to wherever the tenant runs. While the
 tenant is parked, being woken, parked, moved or deployed, the request is held until it
-answers (``GATEWAY_HOLD_S``), then 503 with Retry-After. A connection the tenant refused or
-dropped before answering is tried again within the same hold (the tenant had stopped
-reading: the request was not processed).
+answers (``GATEWAY_HOLD_S``), then 503 with Retry-After. A connection the tenant refused is
+tried again within the same hold (it never saw the request); one it dropped before
+answering (a runtime stopping closes its idle keep-alive connections) is tried again only
+when the request can be applied twice (``replayable``), else 502.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import httpx
@@ -40,7 +43,8 @@ _HOP = {
     "upgrade",
     "host",
 }
-_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)  # the tenant never saw the request
+_CUT = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)  # it may have
 
 
 def build_app(gw: Gateway, hold_s: float = names.GATEWAY_HOLD_S) -> Starlette:
@@ -89,13 +93,22 @@ async def _forward(
         )
         try:
             resp = await gw.http.send(upstream, stream=True)
-        except _RETRYABLE:
+        except (*_NOT_SENT, *_CUT) as exc:
+            if isinstance(exc, _CUT) and not replayable(request.method, path, body):
+                return _error(
+                    502,
+                    f"tenant {name} closed the connection; the request may or "
+                    "may not have been applied",
+                )
             if time.monotonic() >= deadline:
                 return _error(503, f"tenant {name} did not answer in time", {"Retry-After": "5"})
+            await asyncio.sleep(0.1)
             await gw.lookup(name)  # it may have moved, stopped or been parked
             continue
         except httpx.TimeoutException:
             return _error(504, f"tenant {name} did not answer in time")
+        except httpx.HTTPError as exc:
+            return _error(502, f"tenant {name}: {type(exc).__name__}")
         entry.last_proxied = time.monotonic()
         out = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in _HOP]
         return StreamingResponse(
@@ -104,6 +117,24 @@ async def _forward(
             headers=dict(out),
             background=BackgroundTask(resp.aclose),
         )
+
+
+def replayable(method: str, path: str, body: bytes) -> bool:
+    """Whether sending the request twice does what sending it once does, by the runtime
+    API's rules: reads, a cancel, a submission with its own run id (an existing id returns
+    that run). A signal without such a guarantee is not sent again."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    bare = path.split("?", 1)[0]
+    if method == "POST" and bare.endswith("/cancel"):
+        return True
+    if method == "POST" and bare == "/v1/runs":
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and isinstance(doc.get("id"), str)
+    return False
 
 
 def _upstream_path(request: Request, name: str) -> str:
