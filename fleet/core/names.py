@@ -119,6 +119,16 @@ DEFAULT_MEMORY = "256m"
 DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
+# The engine's own health check of a tenant container: None turns it off. Each check is a
+# `docker exec` (~65 ms of CPU in runc, dockerd and the container): every 15 s that was the
+# largest part of an idle tenant's CPU. `fleet up` waits for /healthz itself and `fleet ls`
+# probes it in the exec it makes anyway. Set an interval (s) for tools that need the
+# engine's health status (docs/benchmarks.md, "Idle tenants").
+HEALTH_CHECK_INTERVAL_S: int | None = None
+# Litestream attaches to a database on its first monitor tick (configs/litestream.yml,
+# monitor-interval 1s): a tenant is parked only once it has run this long, so that the
+# final sync of its stop covers what it committed.
+LITESTREAM_ATTACH_S = 2.0
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30

@@ -252,6 +252,7 @@ def tenant_of(host: str, c: Any) -> Tenant:
         token=_env(attrs["Config"].get("Env")).get(names.ENV_TOKEN),
         id=str(getattr(c, "id", "")),
         idle_park=labels.get(names.LABEL_IDLE_PARK),
+        started_at=_epoch(state["StartedAt"]) if running and state.get("StartedAt") else None,
         handle=c,
     )
 

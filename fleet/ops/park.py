@@ -65,6 +65,7 @@ def park(fleet: Fleet, tenant: str) -> ParkResult:
         if rec is None:
             raise TenantNotFound(tenant)
         return ParkResult(tenant, str(rec.get("host")), rec.get("next_wake_at"), 0.0, 0, True)
+    _settle(t)
     activity = _activity(t)
     settings, secrets = spec_to_json(fleet.hosting.spec_of(t))
     record = {"spec": settings, "secrets": secrets, "host": t.host, "since": time.time()}
@@ -90,6 +91,13 @@ def park(fleet: Fleet, tenant: str) -> ParkResult:
     _set(fleet, tenant, names.STATE_PARKED, record)
     log.info("parked", tenant=tenant, host=t.host, next_wake_at=deadline)
     return ParkResult(tenant, t.host, deadline, time.monotonic() - t0, interrupted)
+
+
+def _settle(t: Tenant) -> None:
+    """Let a tenant that has just started reach Litestream's first monitor tick (only a
+    database Litestream attached gets the final sync)."""
+    if t.running and t.started_at is not None:
+        time.sleep(max(0.0, t.started_at + names.LITESTREAM_ATTACH_S - time.time()))
 
 
 def _set(fleet: Fleet, tenant: str, state: str, record: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ the CLI reads it back from there and never prints it.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Iterator
@@ -261,27 +262,41 @@ def _spec(
 
 
 def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:
-    """Poll /healthz on the published loopback port until it answers 200."""
+    """Poll /healthz on the published loopback port until it answers 200: every 0.1 s with
+    one client, asking the engine again only until the port is known and then every 10th
+    time (has it exited?), so that starting many tenants from one process stays cheap."""
     from .api import RuntimeClient
 
     deadline = time.monotonic() + fleet.settings.health_timeout
-    while True:
-        t = fleet.hosting.refresh(t)
-        if t.state in ("exited", "dead"):
-            raise FleetError(
-                f"tenant {t.name!r} exited during start (exit code {t.exit_code})",
-                f"`fleet logs {t.name}` shows why",
-            )
-        if t.running and t.url:
-            with RuntimeClient(t.url, t.token or "", timeout=2.0) as probe:
-                if probe.healthy():
-                    return t
-        if time.monotonic() >= deadline:
-            raise FleetTimeout(
-                f"tenant {t.name!r} not healthy after {fleet.settings.health_timeout:g}s",
-                f"`fleet logs {t.name}` shows what it is doing",
-            )
-        time.sleep(0.2)
+    probe: RuntimeClient | None = None
+    try:
+        for attempt in itertools.count():
+            if probe is None or attempt % 10 == 0:
+                t = _started(fleet, t)
+            if probe is None and t.running and t.url:
+                probe = RuntimeClient(t.url, t.token or "", timeout=2.0)
+            if probe is not None and probe.healthy():
+                return t
+            if time.monotonic() >= deadline:
+                raise FleetTimeout(
+                    f"tenant {t.name!r} not healthy after {fleet.settings.health_timeout:g}s",
+                    f"`fleet logs {t.name}` shows what it is doing",
+                )
+            time.sleep(0.1)
+    finally:
+        if probe is not None:
+            probe.__exit__()
+    raise AssertionError("unreachable")
+
+
+def _started(fleet: Fleet, t: Tenant) -> Tenant:
+    t = fleet.hosting.refresh(t)
+    if t.state in ("exited", "dead"):
+        raise FleetError(
+            f"tenant {t.name!r} exited during start (exit code {t.exit_code})",
+            f"`fleet logs {t.name}` shows why",
+        )
+    return t
 
 
 # -- stopping
