@@ -369,8 +369,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     parts = set(args.only.split(","))
+    result: dict[str, Any] = {"machine": describe(Path("/tmp"), ROOT), "commit": _commit()}
     b = Bench(uuid.uuid4().hex[:6])
-    result: dict[str, Any] = {"machine": describe(), "commit": _commit()}
     try:
         if parts & {"up", "idle"}:
             result["up_idle"] = part_up_and_idle(b, args.tenants, args.window)

@@ -23,7 +23,7 @@ from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
 from fleet.core.log import log
-from fleet.ops.park import park
+from fleet.ops.park import NotIdle, park
 from fleet.ops.wake import wake
 
 from .directory import NEGATIVE_S, RUNNING, STOPPED, UNKNOWN, Entry, entry_of_tenant, resolve
@@ -139,14 +139,21 @@ class Gateway:
             log.info("gateway woke tenant", tenant=name, reason=reason, seconds=woken.seconds)
             return True
 
-    async def park(self, name: str, reason: str) -> None:
+    async def park(self, name: str, reason: str, idle_for: float | None = None) -> None:
+        """Park ``name``; with ``idle_for``, only if it is still idle once new requests are
+        held (requests already passed on make it busy)."""
         async with self.lock(name):
             current = self.entries.get(name)
             if current is None or current.state != RUNNING:
                 return
-            current.state = names.STATE_PARKING
+            current.state = names.STATE_PARKING  # from here on requests wait
             try:
-                result = await self.blocking(park, self.fleet, name)
+                result = await self.blocking(
+                    functools.partial(park, self.fleet, name, idle_for=idle_for)
+                )
+            except NotIdle:
+                await self.lookup(name)
+                return
             except Exception as exc:
                 await self._after_failure(name, "park", exc)
                 return

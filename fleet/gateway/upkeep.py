@@ -115,7 +115,8 @@ class Upkeep:
         idle = float(a.get("idle_seconds") or 0.0)
         quiet = not a.get("executing") and not a.get("pending")
         if idle >= e.idle_park_s and quiet and time.monotonic() - e.last_proxied >= e.idle_park_s:
-            await self.gw.park(e.name, "idle")
+            log.info("parking idle tenant", tenant=e.name, activity=a)
+            await self.gw.park(e.name, "idle", idle_for=e.idle_park_s)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

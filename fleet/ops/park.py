@@ -54,7 +54,14 @@ def parked_record(m: manifests.Manifest) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and "spec" in rec else None
 
 
-def park(fleet: Fleet, tenant: str) -> ParkResult:
+class NotIdle(FleetError):
+    """``park(idle_for=...)`` found the tenant busy: nothing was changed."""
+
+
+def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkResult:
+    """Park the tenant; with ``idle_for``, only if, right before it is stopped, it has had no
+    API request for that many seconds and no run executes or waits for a slot (NotIdle
+    otherwise): what `fleet gateway` uses for --idle-park."""
     names.check_tenant(tenant)
     t0 = time.monotonic()
     s3 = fleet.storage.for_fleet(start=True)
@@ -70,6 +77,11 @@ def park(fleet: Fleet, tenant: str) -> ParkResult:
     settings, secrets = spec_to_json(fleet.hosting.spec_of(t))
     record = {"spec": settings, "secrets": secrets, "host": t.host, "since": time.time()}
     _set(fleet, tenant, names.STATE_PARKING, record)
+    if idle_for is not None:
+        activity = _activity(t)  # again, now that the gateway holds new requests
+        if not _idle(activity, idle_for):
+            clear(fleet, tenant)
+            raise NotIdle(f"tenant {tenant!r} is busy: not parked")
     deadline = activity.get("next_wake_at") if activity else None
     try:
         if t.running:
@@ -91,6 +103,11 @@ def park(fleet: Fleet, tenant: str) -> ParkResult:
     _set(fleet, tenant, names.STATE_PARKED, record)
     log.info("parked", tenant=tenant, host=t.host, next_wake_at=deadline)
     return ParkResult(tenant, t.host, deadline, time.monotonic() - t0, interrupted)
+
+
+def _idle(activity: dict[str, Any], idle_for: float) -> bool:
+    busy = activity.get("executing") or activity.get("pending")
+    return bool(activity) and not busy and float(activity.get("idle_seconds") or 0) >= idle_for
 
 
 def _settle(t: Tenant) -> None:
