@@ -138,7 +138,13 @@ def idle_sample(b: Bench, prefix: str, window: float, base_daemons: float) -> di
     cg0 = {c.id: _cg(c.id) for c in cs}
     p0 = {c.id: _procs(c.id) for c in cs}
     store0, d0, host0 = _cg(b.store.id), _cpu_of(DAEMONS), _host_cpu()
+    since = int(time.time())
     time.sleep(window)
+    ids = {c.id for c in cs}
+    events = b.docker.events(
+        since=since, until=int(time.time()), filters={"event": "exec_start"}, decode=True
+    )
+    execs = sum(1 for ev in events if ev.get("id") in ids)
     cg1 = {c.id: _cg(c.id) for c in cs}
     p1 = {c.id: _procs(c.id) for c in cs}
     store1, d1, host1 = _cg(b.store.id), _cpu_of(DAEMONS), _host_cpu()
@@ -155,6 +161,7 @@ def idle_sample(b: Bench, prefix: str, window: float, base_daemons: float) -> di
         "mc_per_tenant_containers": round(containers * mc, 2),
         "mc_per_tenant_by_process": {k: round(v * mc, 2) for k, v in sorted(by.items())},
         "mc_per_tenant_other_in_containers": round((containers - sum(by.values())) * mc, 2),
+        "execs_into_these_containers_by_others": execs,  # e.g. other `fleet ls` on the engine
         "mc_per_tenant_object_store": round((store1 - store0) * mc, 2),
         "mc_per_tenant_engine_daemons_above_base": round(
             ((d1 - d0) - base_daemons * window) * mc, 2
@@ -169,7 +176,7 @@ def part_wake(b: Bench, rounds: int) -> dict[str, Any]:
     b.fleet("up", t)
     token = b.fleet("token", t)[0].strip()
     b.start_gateway()
-    big = "x" * 100_000
+    big = "x" * 25_000  # 10 runs: a ~1 MB database (input and events hold it)
     with httpx.Client(base_url=f"{b.gateway_url}/t/{t}", trust_env=False, timeout=60) as c:
         c.headers["Authorization"] = f"Bearer {token}"
         for i in range(10):

@@ -181,6 +181,7 @@ def volume_name(tenant: str) -> str:
 # -- parked tenants (fleet/storage/manifests.py): objects only the fleet's own key can reach
 MANIFEST_PREFIX = "manifests/"  # manifests/<t>.json: the fleet's record of a tenant
 GATEWAY_KEY = "fleet/gateway.json"  # the one gateway of the fleet (a lease), not a tenant name
+MANIFEST_INDEX_KEY = "fleet/manifests-index.json"  # a self-checking cache for listing
 STATE_PARKED = "parked"  # `fleet ls` state of a tenant that lives only in object storage
 STATE_PARKING = "parking"
 STATE_WAKING = "waking"

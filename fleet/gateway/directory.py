@@ -15,7 +15,6 @@ import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from fleet.core import names
 from fleet.core.context import Fleet
@@ -121,7 +120,7 @@ def survey(fleet: Fleet, previous: dict[str, tuple[str, Entry | None]]) -> Surve
     client = shared_client(s3)
     seen: dict[str, tuple[str, Entry | None]] = {}
     changed = []
-    for name, etag in _manifest_etags(s3.bucket, client).items():
+    for name, etag in manifests.etags(s3, client).items():
         old = previous.get(name)
         if old is not None and old[0] == etag:
             seen[name] = old
@@ -139,19 +138,6 @@ def survey(fleet: Fleet, previous: dict[str, tuple[str, Entry | None]]) -> Surve
                 entry.operation = entries[t.name].operation
             entries[t.name] = entry
     return Survey(entries, seen)
-
-
-def _manifest_etags(bucket: str, client: Any) -> dict[str, str]:
-    found: dict[str, str] = {}
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=names.MANIFEST_PREFIX, Delimiter="/"
-    )
-    for page in pages:
-        for obj in page.get("Contents", []):
-            name = obj["Key"][len(names.MANIFEST_PREFIX) :].removesuffix(".json")
-            if names.valid_tenant(name):
-                found[name] = str(obj.get("ETag", ""))
-    return found
 
 
 def _seconds(duration: str | None) -> float | None:
