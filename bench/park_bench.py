@@ -94,14 +94,15 @@ class Bench:
 
     def start_gateway(self) -> None:
         port = _free_port()
-        self.gateway = subprocess.Popen(
-            [FLEET, "gateway", "--port", str(port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(ROOT / "build" / f"park-bench-gateway-{self.run}.log", "wb") as log:
+            self.gateway = subprocess.Popen(
+                [FLEET, "gateway", "--port", str(port)],
+                env={**self.env, "FLEET_LOG_LEVEL": "info"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.gateway_url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _answers(self.gateway_url + "/healthz"), 120)
+        _wait(lambda: _answers(self.gateway_url + "/healthz"), 300)
 
     def close(self) -> None:
         if self.gateway is not None:
@@ -225,7 +226,7 @@ def part_thousand(b: Bench, parked: int, running: int, window: float) -> dict[st
     copy_s = time.monotonic() - t0
     mem0 = _mem_used()
     if not b.docker.containers.list(filters={"name": f"litefleet-pb-{b.run}-i"}):
-        b.fleet("up", "--count", str(running), "--prefix", f"pb-{b.run}-i")
+        b.fleet("up", "--count", str(running), "--prefix", f"pb-{b.run}-i", check=False)
     if b.gateway is None:
         b.start_gateway()
     time.sleep(30)

@@ -43,8 +43,7 @@ async def _serve(fleet: Fleet, host: str, port: int) -> None:
     try:
         async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as http:
             gw = Gateway(fleet, http)
-            upkeep = Upkeep(gw, reg)
-            await upkeep.refresh()
+            upkeep = Upkeep(gw, reg)  # its first survey runs while the server already answers
             config = uvicorn.Config(
                 build_app(gw),
                 host=host,
