@@ -35,6 +35,9 @@ COMMANDS = {
     "migrate",
     "s3",
     "image",
+    "console",
+    "fork",
+    "watch",
 }
 
 

@@ -13,6 +13,8 @@ from .base import (
     BulkProgress,
     Count,
     Cpus,
+    Egress,
+    EnvVars,
     ForceTakeover,
     Json,
     Labels,
@@ -45,10 +47,6 @@ IdlePark = Annotated[
         metavar="DURATION",
     ),
 ]
-Env = Annotated[
-    list[str] | None,
-    typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
-]
 Host = Annotated[
     str | None,
     typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
@@ -80,9 +78,10 @@ def up(
     idle_park: IdlePark = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
-    env: Env = None,
+    env: EnvVars = None,
     host: Host = None,
     force_takeover: ForceTakeover = False,
+    egress: Egress = None,
     db_url: DbUrl = None,
 ) -> None:
     """Create and start tenants (or start, or wake, them again); waits until they are healthy."""
@@ -102,6 +101,7 @@ def up(
         env=parse_env(env),
         db_url=db_url,
         idle_park=idle_park,
+        egress=egress,
     )
     with BulkProgress("starting", len(todo)) as progress:
         done = bulk.up_many(

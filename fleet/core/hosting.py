@@ -37,6 +37,7 @@ class Tenant:
     image: str
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
+    egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
@@ -85,6 +86,7 @@ class TenantSpec:
     volume: str | None = None  # default names.volume_name(tenant)
     name: str | None = None  # default names.container_name(tenant)
     tmp_size: str = names.DEFAULT_TMP_SIZE
+    egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
     def volume_name(self) -> str:
@@ -131,13 +133,15 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor."""
+    environment, ``argv`` run in /data instead of the supervisor. Litestream's config names
+    the backup of ``replica`` (default: the tenant's own; `fleet fork` restores another's)."""
 
     tenant: str
     image: str
     s3: S3Settings
     argv: list[str]
     timeout: float = 900.0
+    replica: str | None = None
 
 
 @dataclass(frozen=True)

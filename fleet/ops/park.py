@@ -23,9 +23,9 @@ from typing import Any
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, ObjectStoreError, TenantNotFound
-from fleet.core.hosting import OneOff, Tenant
+from fleet.core.hosting import OneOff, Tenant, TenantSpec
 from fleet.core.log import log
-from fleet.core.spec_json import spec_to_json
+from fleet.core.spec_json import spec_from_json, spec_to_json
 from fleet.storage import manifests
 from fleet.storage.backups import backup_state
 from fleet.storage.final_sync import FinalSyncFailed
@@ -52,6 +52,12 @@ def parked_record(m: manifests.Manifest) -> dict[str, Any] | None:
     """This module's fields of a manifest, when it records a parked (or parking) tenant."""
     rec = m.doc.get(PARK_KEY)
     return rec if isinstance(rec, dict) and "spec" in rec else None
+
+
+def parked_spec(fleet: Fleet, tenant: str) -> TenantSpec | None:
+    """The settings a parked tenant wakes with (None: not parked)."""
+    rec = parked_record(manifests.read(fleet.storage.for_fleet(), tenant))
+    return spec_from_json(rec["spec"], rec.get("secrets") or {}) if rec else None
 
 
 class NotIdle(FleetError):
@@ -209,6 +215,7 @@ def _tenant_of(name: str, state: str, rec: dict[str, Any]) -> Tenant:
         app=labels.get(names.LABEL_APP, str(spec.get("app", "?"))),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=str(spec.get("image", "?")),
+        egress=spec.get("egress"),
         idle_park=labels.get(names.LABEL_IDLE_PARK),
         next_wake_at=rec.get("next_wake_at"),
     )

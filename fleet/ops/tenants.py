@@ -20,6 +20,7 @@ from fleet.core.durations import parse_duration
 from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
+from fleet.engine.egress import parse_egress
 from fleet.storage import fence
 from fleet.storage.final_sync import check_final_sync
 
@@ -41,9 +42,12 @@ class TenantOptions:
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     token: str | None = None  # a moved tenant keeps its API token
     idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
+    egress: str | None = None  # fleet/engine/egress.py; default public
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
+        if self.egress is not None:
+            parse_egress(self.egress)
         for duration in (self.ttl, self.idle_park):
             if duration is not None:
                 parse_duration(duration)
@@ -64,6 +68,7 @@ class TenantOptions:
             env=dict(spec.env),
             token=spec.token or None,
             idle_park=spec.labels.get(names.LABEL_IDLE_PARK),
+            egress=spec.egress,
         )
 
 
@@ -165,6 +170,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
             ("--idle-park", given.idle_park is not None and given.idle_park != t.idle_park),
+            ("--egress", given.egress is not None and _egress(given.egress) != t.egress),
         )
         if differs
     ]
@@ -175,6 +181,11 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             f"run `fleet up {t.name}` alone, or `fleet rm {t.name}` (its backup is kept) "
             "and `fleet up` it again with the new settings",
         )
+
+
+def _egress(text: str | None) -> str:
+    """The canonical text of a policy (``None``: the default)."""
+    return str(parse_egress(text or names.DEFAULT_EGRESS))
 
 
 def create(
@@ -256,6 +267,7 @@ def _spec(
         env=options.env,
         labels=labels,
         host=host,  # the lease keeper names its holder "<host>/<container id>"
+        egress=_egress(options.egress),
         **where,
     )
     return spec, note
