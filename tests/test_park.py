@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,11 +46,38 @@ def _containers(docker_client: Any, tenant: str) -> list[Any]:
     return found
 
 
+def _console_pages(
+    park_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> tuple[str, str]:
+    """The web console's tenants page and the tenant's page, as a browser gets them."""
+    from starlette.testclient import TestClient
+
+    from fleet.console.app import build_app
+    from fleet.core.settings import load_settings
+    from fleet.ops.connect import connect
+    from fleet.ops.run_source import SourceCache
+
+    for k, v in park_env.items():
+        monkeypatch.setenv(k, v)
+    app = build_app(connect(load_settings(None)), "console-token", SourceCache(tmp_path))
+    with TestClient(app, base_url="http://127.0.0.1:8081") as http:
+        listing = http.get("/", params={"token": "console-token"})
+        page = http.get(f"/t/{tenant}")
+    assert listing.status_code == 200 and page.status_code == 200, page.text
+    return listing.text, page.text
+
+
 def test_park_then_wake_through_fleet_run(
-    run: Fleet, park_env: dict[str, str], docker_client: Any
+    run: Fleet,
+    park_env: dict[str, str],
+    docker_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     t = name()
-    ok(run("up", t, "--label", "team=blue", "--ttl", "2h", "--env", "GREETING=hello"))
+    egress = "203.0.113.7:443"  # a policy of its own: wake must enforce it again
+    up = ("up", t, "--label", "team=blue", "--ttl", "2h", "--env", "GREETING=hello")
+    ok(run(*up, "--egress", egress))
     ok(run("run", t, "steps", "--input", '{"n": 3}', "--id", "before", "--wait"))
     ok(run("run", t, "research", "--input", '{"topic": "sqlite"}', "--id", "asks"))
     token = ok(run("token", t)).out.strip()
@@ -62,9 +90,15 @@ def test_park_then_wake_through_fleet_run(
     store = ensure_object_store(docker_client, bucket=park_env["FLEET_S3_BUCKET"])
     record = manifest(store, park_env["FLEET_S3_BUCKET"], t)
     assert record is not None and record["state"] == "parked"
+    assert record["park"]["spec"]["egress"] == egress
     assert token not in parked.out + parked.err
     row = ls(run)[t]
     assert row["state"] == "parked" and row["labels"] == {"team": "blue"} and row["ttl"] == "2h"
+    assert row["egress"] == egress
+    listing, page = _console_pages(park_env, tmp_path, monkeypatch, t)
+    assert '<span class="state parked">parked</span>' in listing and t in listing
+    assert "before" in page and "asks" in page  # its runs, from the backup
+    assert _containers(docker_client, t) == []  # the console woke nothing
     assert "already parked" in ok(run("park", t)).out
     assert ok(run("token", t)).out.strip() == token
 
@@ -80,6 +114,7 @@ def test_park_then_wake_through_fleet_run(
     assert ok(run("token", t)).out.strip() == token  # same token after the wake
     row = ls(run)[t]
     assert row["state"] == "running" and row["ttl"] == "2h" and row["labels"] == {"team": "blue"}
+    assert row["egress"] == egress  # enforced again: the supervisor waits for its rules
     assert manifest(store, park_env["FLEET_S3_BUCKET"], t) is None  # the record went with it
     env = docker_client.containers.get(f"litefleet-{t}").attrs["Config"]["Env"]
     assert "GREETING=hello" in env
