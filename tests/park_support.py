@@ -87,12 +87,12 @@ class Gateway:
         return httpx.get(f"{self.url}/metrics", trust_env=False, timeout=5).text
 
 
-def start_gateway(env: dict[str, str], tmp: str) -> Gateway:
+def start_gateway(env: dict[str, str], tmp: str, *options: str) -> Gateway:
     port = free_port()
     log = os.path.join(tmp, f"gateway-{port}.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [FLEET, "gateway", "--port", str(port)],
+            [FLEET, "gateway", "--port", str(port), *options],
             env={**os.environ, **env, "FLEET_LOG_LEVEL": "info"},
             stdout=out,
             stderr=subprocess.STDOUT,
