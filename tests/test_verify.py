@@ -14,6 +14,7 @@ from fleet.storage.embedded import ensure_object_store
 from tests.fleet_support import one_line_error
 from tests.park_support import (
     Fleet,
+    console_pages,
     gateway,
     ls,
     manifest,
@@ -58,7 +59,11 @@ def _tamper_newest(s3: Any, bucket: str, tenant: str) -> int:
 
 
 def test_verify_a_good_and_a_tampered_backup(
-    run: Fleet, park_env: dict[str, str], docker_client: Any, tmp_path: Any
+    run: Fleet,
+    park_env: dict[str, str],
+    docker_client: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bucket = park_env["FLEET_S3_BUCKET"]
     good, bad = name("vf"), name("vf")
@@ -88,6 +93,9 @@ def test_verify_a_good_and_a_tampered_backup(
     table = ok(run("ls")).out
     assert re.search(rf"^{good} .* passed [0-9smhd]+ ago", table, re.M), table
     assert re.search(rf"^{bad} .* FAILED [0-9smhd]+ ago", table, re.M), table
+    listing, _ = console_pages(park_env, tmp_path, monkeypatch, good)  # the web console too
+    assert listing.count('<span class="verified passed"') == 1, listing
+    assert listing.count('<span class="verified failed"') == 1, listing
     record = manifest(store, bucket, good)  # the fleet's own record, not the tenant's prefix
     assert record is not None and record["verify"]["passed"] is True
 
