@@ -14,6 +14,10 @@ from .fleet_support import cli, fleet, one_line_error
 COMMANDS = {
     "up",
     "k8s",
+    "park",
+    "wake",
+    "token",
+    "gateway",
     "ls",
     "down",
     "rm",
@@ -34,6 +38,7 @@ COMMANDS = {
     "console",
     "fork",
     "watch",
+    "verify",
 }
 
 
@@ -122,7 +127,21 @@ def test_bad_input_is_one_line(
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     r = cli(capsys, "up")
-    assert r.code == 2 and "Missing argument" in r.err
+    assert r.code == 2 and "name at least one tenant" in one_line_error(r)
+    r = cli(capsys, "park", "--count", "3")
+    assert r.code == 2 and "--count N and --prefix P go together" in one_line_error(r)
+    r = cli(capsys, "wake", "a", "a")
+    assert r.code == 2 and "named twice" in one_line_error(r)
+    r = cli(capsys, "verify")
+    assert r.code == 2 and "name the tenants to verify" in one_line_error(r)
+    r = cli(capsys, "verify", "--all", "--label", "a=b")
+    assert r.code == 2 and "not both" in one_line_error(r)
+    r = cli(capsys, "verify", "a", "a")
+    assert r.code == 2 and "named twice" in one_line_error(r)
+    r = cli(capsys, "verify", "Not_A_Name")
+    assert r.code == 2 and "Not_A_Name" in one_line_error(r)
+    r = cli(capsys, "gateway", "--verify-every", "soon")
+    assert r.code == 2 and "invalid duration" in one_line_error(r)
     r = cli(capsys, "frobnicate")
     assert r.code == 2 and "No such command" in r.err
 

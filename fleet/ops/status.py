@@ -13,6 +13,7 @@ often the engine restarted it and why the last time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +25,24 @@ from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
 from fleet.core.hosting import Tenant
+from fleet.core.log import log
+from fleet.storage import manifests
 from fleet.storage.backups import BackupState, backup_state
+from fleet.storage.manifests import Manifest
 from fleet.storage.s3 import client as s3_client
 from fleet.supervisor.litestream import max_txid, status_command
 from fleet.supervisor.s3 import S3Settings
 
+from .park import parked_in
 from .tenants import last_words, list_tenants
+from .verify import recorded
 
 _DB = names.DB_PATH
+_HEALTHCHECK = "/opt/litefleet/bin/litefleet-healthcheck"  # the image's /healthz probe
 _PROBE = (
-    f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null;"
-    f" echo --; cat {names.STATE_FILE} 2>/dev/null"
+    f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null"
+    f"; echo --; {_HEALTHCHECK} >/dev/null 2>&1 && echo healthy || echo unhealthy"
+    f"; echo --; cat {names.STATE_FILE} 2>/dev/null"
 )
 
 
@@ -78,6 +86,8 @@ class TenantStatus:
             return str(restarts[-1][1]) if restarts else None
         return self.last_words
 
+    verified: dict[str, Any] | None = None  # the last restore drill (ops/verify.py)
+
     def as_dict(self, now: float) -> dict[str, Any]:
         t, r, sup = self.tenant, self.replication, self.supervisor or {}
         return {
@@ -117,6 +127,9 @@ class TenantStatus:
                 "why": self.last_crash,
             },
             "labels": t.labels,
+            "idle_park": t.idle_park,
+            "next_wake_at": t.next_wake_at,
+            "verified": _verified(self.verified),
         }
 
 
@@ -124,14 +137,50 @@ def _iso(ts: Any) -> str | None:
     return datetime.fromtimestamp(float(ts), UTC).isoformat(timespec="seconds") if ts else None
 
 
+def _verified(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    at = datetime.fromtimestamp(float(rec.get("at") or 0), UTC).isoformat(timespec="seconds")
+    return {
+        "at": at,
+        "passed": rec.get("passed"),
+        "txid": rec.get("txid"),
+        "detail": rec.get("detail"),
+    }
+
+
 def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]:
+    """Tenants with a container, then the parked ones (no replication probe: their backup
+    is complete, `fleet park` checked it)."""
     tenants = list_tenants(fleet, labels)
+    stored = _manifests(fleet)
+    verified = {m.tenant: recorded(m) for m in stored}
+    shown = {t.name for t in tenants}
+    rest = [
+        TenantStatus(
+            t, None, Replication(None, None, None, "parked"), verified=verified.get(t.name)
+        )
+        for t in parked_in(stored, labels)
+        if t.name not in shown
+    ]
     if not tenants:
-        return []
+        return rest
     s3, s3_note = _s3_or_note(fleet, tenants)
     s3c = s3_client(s3) if s3 else None
     with ThreadPoolExecutor(max_workers=min(8, len(tenants))) as pool:
-        return list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+        rows = list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+    rows = [dataclasses.replace(r, verified=verified.get(r.tenant.name)) for r in rows]
+    return sorted(rows + rest, key=lambda r: (r.tenant.name, r.tenant.host))
+
+
+def _manifests(fleet: Fleet) -> list[Manifest]:
+    """The fleet's records of tenants (parked ones, drills); none when unreadable (the
+    running tenants' rows say why: their replication note)."""
+    try:
+        return manifests.list_all(fleet.storage.for_fleet())
+    except FleetError as exc:
+        log.warning("tenant records unreadable", error=exc.message)
+        return []
 
 
 def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None, str]:
@@ -148,7 +197,9 @@ def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: s
     if t.backend != names.BACKEND_SQLITE:
         rep = Replication(None, None, None, f"{t.backend}: no Litestream")
         return TenantStatus(t, None, rep, last_words=words)
-    size, local, supervisor = _probe(fleet, t) if t.running else (None, None, None)
+    size, local, health, supervisor = _probe(fleet, t) if t.running else (None,) * 4
+    if health is not None and t.health == "-":  # no engine health check: what /healthz says
+        t = dataclasses.replace(t, health=health)
     backup: BackupState | None = None
     note = s3_note
     if s3 is not None:
@@ -168,14 +219,18 @@ def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: s
     return TenantStatus(t, size, rep, supervisor, words)
 
 
-def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None, dict[str, Any] | None]:
-    """(database + WAL bytes, local txid, the supervisor's state) read inside the container;
+def _probe(
+    fleet: Fleet, t: Tenant
+) -> tuple[int | None, int | None, str | None, dict[str, Any] | None]:
+    """(database + WAL bytes, local txid, health, the supervisor's state) read inside the
+    container, in one exec;
     Nones when it fails."""
     out = fleet.hosting.exec(t, ["bash", "-c", _PROBE])
     if out is None:
-        return None, None, None
+        return None, None, None, None
     sizes, _, rest = out.partition("--")
-    status, _, state = rest.partition("--")
+    status, _, rest = rest.partition("--")
+    health, _, state = rest.partition("--")
     size = sum(int(s) for s in sizes.split() if s.isdigit()) or None
     try:
         supervisor = json.loads(state)
@@ -184,5 +239,6 @@ def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None, dict[str, A
     return (
         size,
         max_txid(status, "local_txid"),
+        health.strip() or None,
         supervisor if isinstance(supervisor, dict) else None,
     )
