@@ -78,9 +78,16 @@ def teardown(
     return remove_many(fleet, [t.name for t in list_tenants(fleet, labels)], purge, reporter)
 
 
-def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
-    """Remove the tenants whose TTL has passed, in parallel."""
-    return remove_many(fleet, expired(fleet), purge, reporter)
+def gc(
+    fleet: Fleet,
+    *,
+    labels: dict[str, str] | None = None,
+    purge: bool = False,
+    reporter: Reporter | None = None,
+) -> Removal:
+    """Remove the tenants whose TTL has passed (only those carrying all ``labels``), in
+    parallel."""
+    return remove_many(fleet, expired(fleet, labels=labels), purge, reporter)
 
 
 def remove_many(
