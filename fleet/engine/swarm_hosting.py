@@ -99,8 +99,9 @@ class SwarmHosting:
         return sorted(infos, key=lambda h: h.name)
 
     def place(self, host: str | None) -> str:
-        """The node label ``host`` (checked); "" lets Swarm decide."""
-        if host is None:
+        """The node label ``host`` (checked); "" lets Swarm decide (None or "" given: what
+        an earlier ``place`` returned is passed on by restore and fork)."""
+        if not host:
             return ""
         if not any(node_label(n) == host for n in self._nodes().values()):
             raise InvalidArgument(
