@@ -10,6 +10,8 @@ import typer
 from fleet.core import names
 
 from .base import (
+    BulkProgress,
+    Count,
     Cpus,
     Egress,
     EnvVars,
@@ -17,8 +19,10 @@ from .base import (
     Json,
     Labels,
     Memory,
+    Prefix,
     Purge,
     Tenant,
+    Tenants,
     Yes,
     app,
     confirm,
@@ -27,47 +31,66 @@ from .base import (
     labels,
 )
 
+AppModule = Annotated[
+    str, typer.Option("--app", help="Python module (or file) registering the workflows.")
+]
+Image = Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")]
+Ttl = Annotated[
+    str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
+]
+IdlePark = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-park",
+        help="Park it once it has had no API request for this long (e.g. 10m) and no run"
+        " is executing; `fleet gateway` does it, and wakes it on the next request.",
+        metavar="DURATION",
+    ),
+]
+Host = Annotated[
+    str | None,
+    typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
+        " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
+        " rewritten to the litefleet network's gateway IP, which containers reach (a note"
+        " says so; `bash images/postgres.sh start` listens there). The password goes to the"
+        " container as PGPASSWORD and is never printed.",
+        metavar="URL",
+    ),
+]
+
 
 @app.command()
 def up(
     ctx: typer.Context,
-    tenant: Tenant,
-    app_module: Annotated[
-        str, typer.Option("--app", help="Python module (or file) registering the workflows.")
-    ] = names.DEFAULT_APP,
-    image: Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")] = None,
+    tenant: Tenants = None,
+    count: Count = None,
+    prefix: Prefix = None,
+    app_module: AppModule = names.DEFAULT_APP,
+    image: Image = None,
     label: Labels = None,
-    ttl: Annotated[
-        str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
-    ] = None,
+    ttl: Ttl = None,
+    idle_park: IdlePark = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
     env: EnvVars = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
-    ] = None,
+    host: Host = None,
     force_takeover: ForceTakeover = False,
     egress: Egress = None,
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db-url",
-            help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
-            " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
-            " rewritten to the litefleet network's gateway IP, which containers reach (a note"
-            " says so; `bash images/postgres.sh start` listens there). The password goes to the"
-            " container as PGPASSWORD and is never printed.",
-            metavar="URL",
-        ),
-    ] = None,
+    db_url: DbUrl = None,
 ) -> None:
-    """Create and start a tenant (or start it again); waits until it is healthy."""
+    """Create and start tenants (or start, or wake, them again); waits until they are healthy."""
     from fleet.core.names import parse_env
-    from fleet.ops import tenants
+    from fleet.ops import bulk, tenants
 
     from . import output
 
+    todo = bulk.tenant_names(tenant or [], count, prefix)
     options = tenants.TenantOptions(
         app=app_module,
         image=image,
@@ -77,17 +100,20 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        idle_park=idle_park,
         egress=egress,
     )
-    result = tenants.up(
-        fleet_of(ctx),
-        tenant,
-        options,
-        host=host,
-        force_takeover=force_takeover,
-        progress=image_progress(),
-    )
-    output.up(result)
+    with BulkProgress("starting", len(todo)) as progress:
+        done = bulk.up_many(
+            fleet_of(ctx),
+            todo,
+            options,
+            host=host,
+            force_takeover=force_takeover,
+            progress=image_progress(),
+            reporter=progress,
+        )
+    output.bulk(done, output.up)
 
 
 @app.command("ls")
