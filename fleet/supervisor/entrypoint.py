@@ -36,6 +36,7 @@ from .environments import (
     sqlite_serve_command,
     uses_postgres,
     with_defaults,
+    with_key_file,
 )
 from .identity import as_agent, as_supervisor, cannot_switch
 from .layout import (
@@ -135,6 +136,10 @@ def keep(environ: dict[str, str]) -> int:
     from .restarts import RestartRecord
 
     wait_until_enforced(environ, log)
+    try:  # as the keeper's uid: the key's file is this uid's alone (a Swarm secret)
+        environ = with_key_file(environ)
+    except OSError as exc:
+        return stopped(f"cannot read the S3 key file: {exc.strerror}")
     os.umask(UMASK)
     try:
         private_dir(SUPERVISOR_HOME)  # before any agent code runs

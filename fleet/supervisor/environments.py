@@ -32,6 +32,8 @@ from .layout import (
     ENV_S3_BUCKET,
     ENV_S3_ENDPOINT,
     ENV_S3_REGION,
+    ENV_S3_SECRET_ACCESS_KEY,
+    ENV_S3_SECRET_ACCESS_KEY_FILE,
     ENV_TENANT,
     LEASE_GATE_FILE,
     POSTGRES_SCHEMES,
@@ -61,6 +63,7 @@ KEEPER_VARS = (
     ENV_RUNNER_PID,
     ENV_CONTROL_FD,
     ENV_EGRESS,  # the keeper waits until the host enforces it (egress.py)
+    ENV_S3_SECRET_ACCESS_KEY_FILE,  # read by the keeper (with_key_file), this uid's file
 )
 REQUIRED = (ENV_TENANT, ENV_S3_ENDPOINT, ENV_S3_BUCKET)
 # Never passed to the runtime: the supervisor's own, and what changes how programs load.
@@ -80,6 +83,18 @@ def problem(env: dict[str, str]) -> str | None:
     if not valid_tenant(env[ENV_TENANT]):
         return f"invalid TENANT name (want {TENANT_RULE})"
     return None
+
+
+def with_key_file(env: dict[str, str]) -> dict[str, str]:
+    """The S3 secret key read from the file LITESTREAM_SECRET_ACCESS_KEY_FILE names (a Swarm
+    secret: the service's spec then holds no key), unless the key itself is set; the file's
+    name is dropped. OSError when the file cannot be read."""
+    path = env.get(ENV_S3_SECRET_ACCESS_KEY_FILE)
+    rest = {k: v for k, v in env.items() if k != ENV_S3_SECRET_ACCESS_KEY_FILE}
+    if not path or env.get(ENV_S3_SECRET_ACCESS_KEY):
+        return rest
+    with open(path) as f:
+        return {**rest, ENV_S3_SECRET_ACCESS_KEY: f.read().strip()}
 
 
 def with_defaults(env: dict[str, str]) -> dict[str, str]:
