@@ -57,65 +57,97 @@ def _stop(pidfile: Path, timeout: float = 20.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def running_second_engine() -> Iterator[str]:
-    """Start a second dockerd (see the module doc); yields its URL; stops and removes it."""
-    import docker
+class SecondEngine:
+    """A dockerd with its own data root, exec root, socket and bridge under ``root``; it can
+    be stopped and started again on the same data root (an engine restart, as on a reboot)."""
 
-    root = Path(tempfile.mkdtemp(prefix="lf-e2-", dir="/tmp"))
-    x = _free_subnet()
-    bridge = f"lfe2-{x}"
-    pidfile = root / "docker.pid"
-    sock = root / "docker.sock"
-    log = root / "dockerd.log"
-    _ip("link", "add", "name", bridge, "type", "bridge")
-    _ip("addr", "add", f"172.31.{x}.1/24", "dev", bridge)
-    _ip("link", "set", bridge, "up")
-    started = False
-    try:
-        with log.open("wb") as out:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="lf-e2-", dir="/tmp"))
+        self.x = _free_subnet()
+        self.bridge = f"lfe2-{self.x}"
+        self.pidfile = self.root / "docker.pid"
+        self.log = self.root / "dockerd.log"
+        self.url = f"unix://{self.root / 'docker.sock'}"
+        _ip("link", "add", "name", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"172.31.{self.x}.1/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        self.started = False
+
+    def start(self, first: bool = True) -> None:
+        # Its own user-defined networks (the tenants' `litefleet`) come from a pool no other
+        # engine here uses. Only on the first start: dockerd 20.10, restarted with a default
+        # address pool, deletes the link named docker0 of its network namespace (this host's:
+        # the main engine's bridge). Networks made on the first start keep their subnets.
+        pool = ["--default-address-pool", f"base=172.30.{self.x}.0/24,size=28"] if first else []
+        with self.log.open("ab") as out:
             subprocess.Popen(
                 [
                     "dockerd",
-                    "--data-root", str(root / "data"),
-                    "--exec-root", str(root / "exec"),
-                    "--pidfile", str(pidfile),
-                    "-H", f"unix://{sock}",
-                    "--bridge", bridge,
-                    # Its own user-defined networks (the tenants' `litefleet`) come from a pool
-                    # no other engine here uses.
-                    "--default-address-pool", f"base=172.30.{x}.0/24,size=28",
+                    "--data-root", str(self.root / "data"),
+                    "--exec-root", str(self.root / "exec"),
+                    "--pidfile", str(self.pidfile),
+                    "-H", self.url,
+                    "--bridge", self.bridge,
+                    *pool,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
-        started = True
-        url = f"unix://{sock}"
+        self.started = True
+        self._wait_answering()
+
+    def _wait_answering(self) -> None:
+        import docker
+
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
             try:
-                client = docker.DockerClient(url, timeout=5)
+                client = docker.DockerClient(self.url, timeout=5)
                 client.ping()
                 client.close()
-                break
+                return
             except Exception:
                 if time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-2000:]
+                    tail = self.log.read_text(errors="replace")[-2000:]
                     raise RuntimeError(
                         f"second dockerd did not answer in {_START_TIMEOUT_S:g}s:\n{tail}"
                     ) from None
                 time.sleep(0.25)
-        yield url
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop the engine as a shutdown does (SIGTERM: it stops its containers first), then
+        start it again on the same data root."""
+        _stop(self.pidfile, timeout)
+        self.start(first=False)
+
+    def close(self) -> None:
+        if self.started:
+            _cleanup(url=self.url)
+            _stop(self.pidfile)
+        _ip("link", "set", self.bridge, "down")
+        _ip("link", "delete", self.bridge)
+        subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_engine() -> Iterator[SecondEngine]:
+    """Start a second dockerd (see the module doc); stops and removes it at the end."""
+    engine = SecondEngine()
+    try:
+        engine.start()
+        yield engine
     finally:
-        if started:
-            _cleanup(url=f"unix://{sock}")
-            _stop(pidfile)
-        _ip("link", "set", bridge, "down")
-        _ip("link", "delete", bridge)
-        subprocess.run(["umount", "-R", str(root)], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        engine.close()
+
+
+@contextlib.contextmanager
+def running_second_engine() -> Iterator[str]:
+    """Start a second dockerd; yields its URL; stops and removes it."""
+    with running_engine() as engine:
+        yield engine.url
 
 
 @pytest.fixture(scope="session")

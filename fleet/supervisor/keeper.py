@@ -41,7 +41,14 @@ import time
 
 from . import exits
 from .children import AppLink, Replicator
-from .layout import ENV_HOST, ENV_LEASE_RENEW, ENV_LEASE_TTL, ENV_LEASE_WAIT, ENV_TENANT
+from .layout import (
+    ENV_HOST,
+    ENV_LEASE_RENEW,
+    ENV_LEASE_TTL,
+    ENV_LEASE_WAIT,
+    ENV_TENANT,
+    LITESTREAM_ATTACH_S,
+)
 from .lease import (
     RENEW_S,
     TTL_S,
@@ -124,6 +131,7 @@ class Keeper:
         self.down_why: str | None = None  # stay down: why (lease lost, gave up)
         self.lost = False
         self.app_deaf = False  # the runtime could not be told to stop: its gate closes instead
+        self.attached_at = 0.0  # when Litestream, (re)started, has attached the database
         self.crash_why: str | None = None
         self.restart_at: float | None = None
         self.crashes = 0
@@ -235,6 +243,8 @@ class Keeper:
             due.append(self.restart_at)
         if self.app_deaf:
             due.append(self.gate.valid_until)
+        if self.stopping and not self.sync_asked:
+            due.append(self.attached_at)
         return min(due) - now
 
     def _done(self) -> bool:
@@ -319,6 +329,7 @@ class Keeper:
 
     def _ready(self) -> None:
         """The database is prepared and Litestream runs: the runtime may start."""
+        self.attached_at = time.monotonic() + LITESTREAM_ATTACH_S
         self.state.update(replication="running")
         if self.held is not None and self.confirmed:
             self.gate.held(self.held.valid_until, "held")
@@ -375,6 +386,7 @@ class Keeper:
         self.log("restarting Litestream" if self.replicator.ready else "preparing again")
         self.replicator.start()
         if self.replicator.ready:
+            self.attached_at = time.monotonic() + LITESTREAM_ATTACH_S
             self.state.update(replication="running")
 
     def _app_exited(self, status: int) -> None:
@@ -410,6 +422,8 @@ class Keeper:
         if self.replicator.pid is None or self.sync_asked:
             return
         if self.confirmed and self.replicator.ready and not self.lost:
+            if time.monotonic() < self.attached_at:
+                return  # a stop right after a start: its final sync needs the database attached
             self.sync_asked = True
             self.replicator.terminate()  # the final sync, then it exits
         else:

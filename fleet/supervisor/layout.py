@@ -20,6 +20,9 @@ LITESTREAM_CONFIG = "/etc/litefleet/litestream.yml"
 RUNNER = "/opt/litefleet/bin/litefleet-runner"  # images/tenant/runner.sh
 CONTROL_FD = 3  # the runner's end of the keeper's control pipe
 RUNTIME_PORT = 8080
+# Litestream attaches to the database on its first monitor tick (configs/litestream.yml:
+# monitor-interval 1s) and makes a final sync only of a database it has attached.
+LITESTREAM_ATTACH_S = 1.5
 
 # -- identities (images/tenant/Dockerfile creates them). The supervisor starts as root with
 # CAP_SETUID/SETGID/SETPCAP only, and every process drops to one of these before it runs:
