@@ -31,6 +31,7 @@ COMMANDS = {
     "migrate",
     "s3",
     "image",
+    "template",
 }
 
 

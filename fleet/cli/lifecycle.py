@@ -10,12 +10,15 @@ import typer
 from fleet.core import names
 
 from .base import (
+    AppOption,
     Cpus,
+    DbUrl,
     ForceTakeover,
     Json,
     Labels,
     Memory,
     Purge,
+    TemplateRef,
     Tenant,
     Yes,
     app,
@@ -30,9 +33,8 @@ from .base import (
 def up(
     ctx: typer.Context,
     tenant: Tenant,
-    app_module: Annotated[
-        str, typer.Option("--app", help="Python module (or file) registering the workflows.")
-    ] = names.DEFAULT_APP,
+    app_module: AppOption = None,
+    template: TemplateRef = None,
     image: Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")] = None,
     label: Labels = None,
     ttl: Annotated[
@@ -49,18 +51,7 @@ def up(
         typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
     force_takeover: ForceTakeover = False,
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db-url",
-            help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
-            " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
-            " rewritten to the litefleet network's gateway IP, which containers reach (a note"
-            " says so; `bash images/postgres.sh start` listens there). The password goes to the"
-            " container as PGPASSWORD and is never printed.",
-            metavar="URL",
-        ),
-    ] = None,
+    db_url: DbUrl = None,
 ) -> None:
     """Create and start a tenant (or start it again); waits until it is healthy."""
     from fleet.core.names import parse_env
@@ -71,6 +62,7 @@ def up(
     options = tenants.TenantOptions(
         app=app_module,
         image=image,
+        template=template,
         labels=labels(label),
         ttl=ttl,
         memory=memory,

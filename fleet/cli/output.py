@@ -50,7 +50,13 @@ def up(result: UpResult) -> None:
     if result.note:
         err.print(f"note: {result.note}", markup=False, highlight=False)
     out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host}: API at {t.url}")
-    if result.action != "running":
+    if result.action != "running" and t.template:
+        out.print(
+            f"  try: fleet run {t.name} WORKFLOW --input '{{...}}' --wait"
+            f"  (workflows: fleet template ls)",
+            markup=False,
+        )
+    elif result.action != "running":
         out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
 
 
@@ -60,7 +66,8 @@ def tenants(rows: list[TenantStatus]) -> None:
         return
     now = time.time()
     table = Table(box=None, pad_edge=False)
-    for col in ("TENANT", "HOST", "STATE", "HEALTH", "AGE", "TTL", "DB", "REPLICATION", "LABELS"):
+    columns = ("TENANT", "HOST", "STATE", "HEALTH", "TEMPLATE", "AGE", "TTL", "DB", "REPLICATION")
+    for col in (*columns, "LABELS"):
         table.add_column(col, no_wrap=col != "LABELS")
     for s in rows:
         t = s.tenant
@@ -69,6 +76,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             t.host,
             t.state,
             t.health,
+            f"{t.template}:{t.template_version}" if t.template else "-",
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
             _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,
