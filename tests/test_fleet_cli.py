@@ -32,6 +32,7 @@ COMMANDS = {
     "s3",
     "image",
     "template",
+    "deploy",
 }
 
 

@@ -6,22 +6,25 @@ the host wheelhouse, as `make images` fetches the runtime's own."""
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fleet.storage.embedded import EmbeddedStore as ObjectStore
-from tests.docker_fixtures import TEST_BUCKET
-
-from .fleet_support import Result, fleet, one_line_error
+from .fleet_support import one_line_error
+from .template_support import (
+    Fleet,
+    env,
+    ok,
+    run,
+    run_wait,
+    templates,
+    tenant_info,
+    unique,
+    write_app,
+)
 
 pytestmark = pytest.mark.docker
-
-Fleet = Callable[..., Result]
+__all__ = ["env", "run"]  # fixtures
 
 TITLE_APP = """\
 import inflection
@@ -35,68 +38,6 @@ async def titleize(text: str) -> str:
 async def title(text: str) -> str:
     return await titleize(text)
 """
-
-
-@pytest.fixture
-def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
-
-
-@pytest.fixture
-def run(env: dict[str, str]) -> Iterator[Fleet]:
-    """``run(*args) -> Result``; removes the tenants it saw `up` and the templates it built."""
-    tenants: list[str] = []
-    templates: list[str] = []
-
-    def call(*args: str, **kw: Any) -> Result:
-        if args[:1] == ("up",):
-            tenants.append(args[1])
-        if args[:2] == ("template", "build"):
-            templates.append(args[args.index("--name") + 1])
-        return fleet(*args, env={**env, **kw.pop("env", {})}, **kw)
-
-    yield call
-    for name in tenants:
-        fleet("rm", name, "--purge", "--yes", env=env)
-    for name in templates:
-        fleet("template", "rm", name, "--force", env=env)
-
-
-def ok(r: Result) -> Result:
-    assert r.code == 0, f"exit {r.code}\nstdout: {r.out}\nstderr: {r.err}"
-    return r
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def write_app(directory: Path, source: str, requirements: str | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "agents.py").write_text(source)
-    if requirements is not None:
-        (directory / "requirements.txt").write_text(requirements)
-    return directory
-
-
-def templates(run: Fleet, name: str) -> list[dict[str, Any]]:
-    return [t for t in json.loads(ok(run("template", "ls", "--json")).out) if t["name"] == name]
-
-
-def tenant_info(run: Fleet, tenant: str) -> dict[str, Any]:
-    rows = json.loads(ok(run("ls", "--json")).out)
-    return dict(next(t for t in rows if t["tenant"] == tenant))
-
-
-def run_wait(run: Fleet, tenant: str, workflow: str, payload: dict[str, Any]) -> dict[str, Any]:
-    r = ok(run("run", tenant, workflow, "-i", json.dumps(payload), "--wait", "--json"))
-    return dict(json.loads(r.out))
 
 
 def test_a_template_with_a_dependency_from_the_index(run: Fleet, tmp_path: Path) -> None:

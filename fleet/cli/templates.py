@@ -1,4 +1,4 @@
-"""`fleet template build | ls | rm`."""
+"""`fleet template build | ls | rm` and `fleet deploy`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .base import Json, fleet_of, template_app
+from .base import Json, Labels, app, fleet_of, image_progress, labels, template_app
 
 
 @template_app.command("build")
@@ -67,3 +67,53 @@ def rm(
     from . import output_templates
 
     output_templates.removed(templates.rm(fleet_of(ctx), ref, force=force))
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    tenants: Annotated[
+        list[str] | None, typer.Argument(help="Tenants to move.", metavar="TENANT...")
+    ] = None,
+    template: Annotated[
+        str,
+        typer.Option(
+            "--template",
+            help="The code to move them to; its newest version unless VERSION is given.",
+            metavar="NAME[:VERSION]",
+        ),
+    ] = "",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Only replay their unfinished runs on the new code; change nothing."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Deploy even when a recorded run would break (it fails)."),
+    ] = False,
+    label: Labels = None,
+) -> None:
+    """Move tenants to a template version: replay check, stop, start on it, roll back if
+    unhealthy. Exit 9 when a recorded run would break."""
+    from fleet.core.errors import InvalidArgument
+    from fleet.ops import deploy as ops
+
+    from . import output_templates
+
+    if not template:
+        raise InvalidArgument("--template NAME[:VERSION] is required")
+    fleet = fleet_of(ctx)
+    selection = ops.select(fleet, tenants or [], labels(label), template, image_progress())
+    checks = ops.check_all(fleet, selection)
+    output_templates.checks(checks, every=check)
+    failing = [c for c in checks if c.failing]
+    if failing and (check or not force):
+        raise ops.incompatible(failing, checked_only=check)
+    if check:
+        return
+    done = ops.deploy(fleet, checks, force=force, report=output_templates.deployed)
+    refused = [d for d in done if d.action == "refused"]
+    if refused:
+        raise ops.refused(refused[0], [d.tenant for d in done if d.action == "deployed"])

@@ -149,11 +149,12 @@ class Sandbox:
     """A throwaway container of ``image`` running ``argv`` for code the fleet does not trust
     (a template's import check, a replay check of new code): the tenant's hardening, no
     secrets of the fleet, no network unless ``network`` (the tenants' network, for a check
-    against PostgreSQL), ``files`` (name -> bytes) put into an empty /data first."""
+    against PostgreSQL), ``files`` (name -> a file on this machine) copied into an empty
+    /data first."""
 
     image: str
     argv: list[str]
-    files: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    files: Mapping[str, Path] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=dict, repr=False)
     network: bool = False
     timeout: float = 300.0

@@ -3,11 +3,12 @@ import check of a template build, the replay check of `fleet deploy`."""
 
 from __future__ import annotations
 
-import io
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from fleet.core import names
 from fleet.core.errors import FleetTimeout
@@ -29,7 +30,8 @@ def run_sandboxed(client: Any, job: Sandbox) -> SandboxResult:
     container = client.containers.create(**sandbox_config(job, name, network))
     try:
         if job.files:
-            container.put_archive(names.DATA_DIR, _tar(job.files))
+            with tempfile.TemporaryFile() as tar:
+                container.put_archive(names.DATA_DIR, _tar(job.files, tar))
         container.start()
         try:
             status = container.wait(timeout=job.timeout)
@@ -51,14 +53,17 @@ def _read(container: Any, *, stdout: bool) -> str:
     return data[-_OUTPUT_LIMIT:].decode(errors="replace")
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
-    """Files owned by the tenant's user, readable by it only."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o600
-            info.uid = info.gid = names.TENANT_UID
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def _tar(files: Mapping[str, Path], into: IO[bytes]) -> IO[bytes]:
+    """The files as a tar (in ``into``), owned by the tenant's user, readable by it only."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = names.TENANT_UID
+        info.uname = info.gname = ""
+        info.mode = 0o600
+        return info
+
+    with tarfile.open(fileobj=into, mode="w") as tar:
+        for name, path in files.items():
+            tar.add(path, arcname=name, recursive=False, filter=owned)
+    into.seek(0)
+    return into

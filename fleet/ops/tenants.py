@@ -37,10 +37,12 @@ class TenantOptions:
     template: str | None = None  # NAME[:VERSION] (`up` pins the version)
     labels: dict[str, str] = field(default_factory=dict)  # user labels
     ttl: str | None = None  # e.g. "2h": `fleet gc` removes it after
+    expires_at: float | None = None  # with ttl: a replaced tenant keeps its expiry
     memory: str = names.DEFAULT_MEMORY
     cpus: float = names.DEFAULT_CPUS
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
+    db_password: str | None = field(default=None, repr=False)  # when db_url holds none
     token: str | None = None  # a moved tenant keeps its API token
 
     def check(self) -> None:
@@ -66,6 +68,8 @@ class TenantOptions:
             env=dict(spec.env),
             token=spec.token or None,
             template=f"{spec.template}:{spec.template_version}" if spec.template else None,
+            db_url=spec.db_url,
+            db_password=spec.db_password,
         )
 
 
@@ -266,7 +270,8 @@ def _spec(
     }
     if options.ttl is not None:
         labels[names.LABEL_TTL] = options.ttl
-        labels[names.LABEL_EXPIRES] = str(int(time.time()) + parse_duration(options.ttl))
+        expires = options.expires_at or time.time() + parse_duration(options.ttl)
+        labels[names.LABEL_EXPIRES] = str(int(expires))
     note: str | None = None
     where: dict[str, Any]  # where its state lives
     if options.db_url is None:
@@ -276,7 +281,8 @@ def _spec(
         dsn = postgres.for_tenant(options.db_url, gateway)
         if dsn.host == gateway:
             postgres.check_listening(dsn, options.db_url)
-        where, note = {"db_url": dsn.url, "db_password": dsn.password}, dsn.note
+        password = dsn.password if dsn.password is not None else options.db_password
+        where, note = {"db_url": dsn.url, "db_password": password}, dsn.note
     spec = TenantSpec(
         tenant=tenant,
         image=image,
