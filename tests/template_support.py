@@ -91,3 +91,17 @@ def wait_status(run: Fleet, tenant: str, run_id: str, status: str, timeout: floa
             return
         assert time.monotonic() < deadline, f"run {run_id} is {now}, not {status}"
         time.sleep(0.3)
+
+
+def events(docker_client: Any, tenant: str, run_id: str) -> list[dict[str, Any]]:
+    """A run's history from the tenant's API (its token read from the engine)."""
+    import httpx
+
+    from fleet.engine.container_spec import published_port
+
+    c = docker_client.containers.get(f"litefleet-{tenant}")
+    token = dict(e.partition("=")[::2] for e in c.attrs["Config"]["Env"])["AGENT_RUNTIME_TOKEN"]
+    url = f"http://127.0.0.1:{published_port(c.attrs)}/v1/runs/{run_id}/events"
+    got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, trust_env=False)
+    body: Any = got.raise_for_status().json()
+    return list(body["events"] if isinstance(body, dict) else body)

@@ -163,3 +163,35 @@ def test_a_postgresql_tenant_is_checked_against_its_database(
     assert tenant_info(run, t)["backend"] == "postgres"
     ok(run("signal", t, "r1", "approve", "--data", "true"))
     wait_status(run, t, "r1", "completed")
+
+
+def test_templates_travel_to_another_host(
+    two_hosts: dict[str, str], second_engine: str, tmp_path: Path
+) -> None:
+    """Built on host a, a template is copied to host b when a tenant there needs it; the
+    deploy's check runs on b, where the tenant's data is."""
+    import docker
+
+    from .fleet_support import fleet
+
+    def call(*args: str) -> Any:
+        return fleet(*args, env=two_hosts)
+
+    name, t = unique("far"), unique("h-far")
+    try:
+        v1 = build(call, tmp_path, name, V1)
+        ok(call("up", t, "--template", v1, "--host", "b"))
+        waiting_run(call, t, "r1")
+        v2 = build(call, tmp_path, name, V2_ADDS)
+        r = ok(call("deploy", t, "--template", v2))
+        assert f"tenant {t} on b: {v1} -> {v2}" in r.out
+        remote = docker.DockerClient(second_engine)
+        assert remote.containers.get(f"litefleet-{t}").image.tags == [f"litefleet/tmpl-{v2}"]
+        ok(call("signal", t, "r1", "approve", "--data", "true"))
+        wait_status(call, t, "r1", "completed")
+        ok(call("rm", t, "--purge", "--yes"))
+        assert "(a, b)" in ok(call("template", "rm", name)).out
+        assert not [i for i in remote.images.list() if any(name in x for x in i.tags)]
+    finally:
+        call("rm", t, "--purge", "--yes")
+        call("template", "rm", name, "--force")

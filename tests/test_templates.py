@@ -7,6 +7,7 @@ the host wheelhouse, as `make images` fetches the runtime's own."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from .fleet_support import one_line_error
 from .template_support import (
     Fleet,
     env,
+    events,
     ok,
     run,
     run_wait,
@@ -111,3 +113,51 @@ def test_a_template_that_does_not_import_is_refused(
     line = one_line_error(r)
     assert r.code == 2 and needle in line and name in line
     assert templates(run, name) == []
+
+
+PAI_APP = """\
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import FunctionModel
+
+from agent_runtime import workflow
+from agent_runtime.integrations.pydantic_ai import DurableAgent
+
+
+def script(messages, info):
+    if len(messages) == 1:  # the question: look the order up
+        return ModelResponse(parts=[ToolCallPart("order_status", {"order_id": "A7"})])
+    return ModelResponse(parts=[TextPart("order A7 has shipped")])
+
+
+agent = Agent(FunctionModel(script), name="support")
+
+
+@agent.tool_plain
+def order_status(order_id: str) -> str:
+    return f"{order_id}: shipped"
+
+
+support = DurableAgent(agent)
+
+
+@workflow
+async def answer(question: str) -> str:
+    return (await support.run(question)).output
+"""
+
+
+def test_a_pydantic_ai_agent_in_a_template(run: Fleet, tmp_path: Path, docker_client: Any) -> None:
+    """requirements.txt names litefleet[pydantic-ai]: the stock tenant image leaves
+    PydanticAI out, the template adds it."""
+    name, t = unique("pai"), unique("tpai")
+    src = write_app(tmp_path / "support", PAI_APP, "litefleet[pydantic-ai]\n")
+    ok(run("template", "build", str(src), "--name", name))
+    assert [x["workflows"] for x in templates(run, name)] == [["answer"]]
+    ok(run("up", t, "--template", name))
+    done = run_wait(run, t, "answer", {"question": "where is A7?"})
+    assert done["status"] == "completed" and done["result"] == "order A7 has shipped"
+    names = [
+        e["name"] for e in events(docker_client, t, done["id"]) if e["kind"] == "step_completed"
+    ]
+    assert names[0] == "support__model.request" and names[1].endswith("call_tool:order_status")

@@ -89,13 +89,12 @@ class DockerTemplates:
             raise ImageMissing(f"image {base_image} is not on the build host") from None
 
     def build(self, job: TemplateBuild) -> Template:
-        image_id = self._build_image(job)
+        unchecked = self._build_image(job)
         try:
-            workflows = self._import_check(job, image_id)
-            self._record(job, image_id, workflows)
-        except BaseException:
-            self._discard(image_id)
-            raise
+            workflows = self._import_check(job, unchecked)
+            self._record(job, unchecked, workflows)
+        finally:  # the final image keeps its layers; a failed build leaves nothing
+            self._untag(unchecked)
         return self.find(job.name, job.version)
 
     def remove(self, refs: Sequence[str], force: bool) -> list[str]:
@@ -119,13 +118,17 @@ class DockerTemplates:
     # -- the three steps
 
     def _build_image(self, job: TemplateBuild) -> str:
+        """The image, tagged ``<ref>-unchecked`` until its labels are added: an untagged
+        image could be pruned by anyone in between."""
         import docker.errors
 
         log.info("building template", template=job.name, version=job.version)
+        unchecked = names.template_ref(job.name, job.version) + "-unchecked"
         try:
-            image, _ = self.client.images.build(
+            self.client.images.build(
                 fileobj=io.BytesIO(job.context),
                 custom_context=True,
+                tag=unchecked,
                 buildargs={"TENANT_IMAGE": job.base_image},
                 network_mode="none",
                 rm=True,
@@ -134,11 +137,11 @@ class DockerTemplates:
             )
         except docker.errors.BuildError as exc:
             raise _build_failed(job, exc) from None
-        return str(image.id)
+        return unchecked
 
-    def _import_check(self, job: TemplateBuild, image_id: str) -> list[str]:
+    def _import_check(self, job: TemplateBuild, image: str) -> list[str]:
         argv = ["agent-runtime", "workflows", "--app", job.app_path, "--json"]
-        ran = run_sandboxed(self.client, Sandbox(image_id, argv, timeout=IMPORT_TIMEOUT_S))
+        ran = run_sandboxed(self.client, Sandbox(image, argv, timeout=IMPORT_TIMEOUT_S))
         if ran.exit_code != 0:
             lines = [ln.strip() for ln in ran.stderr.splitlines() if ln.strip()]
             last = (lines or [f"exit status {ran.exit_code}"])[-1]
@@ -158,7 +161,7 @@ class DockerTemplates:
             raise InvalidArgument(f"template {job.name}: unusable workflow names {workflows!r}")
         return sorted(workflows)
 
-    def _record(self, job: TemplateBuild, image_id: str, workflows: list[str]) -> None:
+    def _record(self, job: TemplateBuild, image: str, workflows: list[str]) -> None:
         labels = {
             names.LABEL_TEMPLATE: job.name,
             names.LABEL_TEMPLATE_VERSION: job.version,
@@ -168,7 +171,7 @@ class DockerTemplates:
             names.LABEL_TEMPLATE_BASE: self.base_id(job.base_image),
         }
         self.client.images.build(
-            fileobj=io.BytesIO(f"FROM {image_id}\n".encode()),
+            fileobj=io.BytesIO(f"FROM {image}\n".encode()),
             tag=names.template_ref(job.name, job.version),
             labels=labels,
             network_mode="none",
@@ -176,13 +179,13 @@ class DockerTemplates:
             pull=False,
         )
 
-    def _discard(self, image_id: str) -> None:
+    def _untag(self, unchecked: str) -> None:
         import docker.errors
 
         try:
-            self.client.images.remove(image_id, force=True)
-        except docker.errors.APIError as exc:  # leftovers only cost disk
-            log.warning("could not remove a failed template build", error=str(exc)[:200])
+            self.client.images.remove(unchecked)
+        except docker.errors.APIError as exc:  # a leftover tag only costs disk
+            log.info("could not remove a build's tag", image=unchecked, error=str(exc)[:200])
 
 
 def _template_of(image: Any) -> Template | None:
