@@ -21,6 +21,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
+from secrets import token_hex
 from typing import Any
 
 from fleet.core import names
@@ -118,12 +119,13 @@ class DockerTemplates:
     # -- the three steps
 
     def _build_image(self, job: TemplateBuild) -> str:
-        """The image, tagged ``<ref>-unchecked`` until its labels are added: an untagged
-        image could be pruned by anyone in between."""
+        """The image, under a tag of this build's own until its labels are added: an
+        untagged image could be pruned by anyone in between, and two builds of one version
+        must not remove each other's."""
         import docker.errors
 
         log.info("building template", template=job.name, version=job.version)
-        unchecked = names.template_ref(job.name, job.version) + "-unchecked"
+        unchecked = f"{names.template_ref(job.name, job.version)}-unchecked-{token_hex(4)}"
         try:
             self.client.images.build(
                 fileobj=io.BytesIO(job.context),
