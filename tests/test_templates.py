@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .fleet_support import one_line_error
+from .fleet_support import fleet, one_line_error
 from .template_support import (
     Fleet,
     env,
@@ -161,3 +161,39 @@ def test_a_pydantic_ai_agent_in_a_template(run: Fleet, tmp_path: Path, docker_cl
         e["name"] for e in events(docker_client, t, done["id"]) if e["kind"] == "step_completed"
     ]
     assert names[0] == "support__model.request" and names[1].endswith("call_tool:order_status")
+
+
+def test_the_readme_s_own_agent_commands_work(env: dict[str, str], tmp_path: Path) -> None:
+    """README's "Your own agent" block, as written, in an empty directory (with a tenant and
+    a directory name of its own)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own agent", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    tenant, folder = unique("readme"), unique("hello")
+    script = (
+        block.group(1)
+        .replace("alice", tenant)
+        .replace("mkdir hello", f"mkdir {folder}")
+        .replace("hello/", f"{folder}/")
+    )
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    try:
+        done = subprocess.run(
+            ["bash", "-euc", script],
+            cwd=tmp_path,
+            env={**os.environ, **env, "PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "completed" in done.stdout and '"hello, bob"' in done.stdout
+    finally:
+        fleet("rm", tenant, "--purge", "--yes", env=env)
+        fleet("template", "rm", folder, "--force", env=env)
