@@ -104,6 +104,16 @@ def test_invalid_tenant_names_are_refused_in_one_line(
         (["teardown", "--all", "--label", "a=b"], "not both"),
         (["pull", "ok", "--at", "yesterday", "-o", "/nonexistent/x.db"], "invalid timestamp"),
         (["inspect", "/nonexistent/file.db"], "invalid tenant name"),
+        (["up", "ok", "--template", "t", "--image", "i"], "--template or --image, not both"),
+        (["up", "ok", "--template", "Bad_Name"], "invalid template name"),
+        (["up", "ok", "--template", "t:v-1"], "invalid template version"),
+        (["up", "ok", "--app", "./nonexistent/agents.py"], "no such file or directory"),
+        (["template", "build", "/nonexistent", "--name", "t"], "cannot read /nonexistent"),
+        (["template", "build", ".", "--name", "Bad"], "invalid template name"),
+        (["template", "rm", "a:b:c"], "invalid template version"),
+        (["deploy", "--template", "t"], "no tenant to deploy"),
+        (["deploy", "ok"], "--template NAME[:VERSION] is required"),
+        (["deploy", "Bad", "--template", "t"], "invalid tenant name"),
     ],
 )
 def test_bad_input_is_one_line(

@@ -5,8 +5,9 @@ breaking a run they recorded.
    code, inside the new image, on a copy). When a run would break, nothing changes: the
    result is reported and the command exits 9 (unless ``force``). `--check` stops here.
 2. Then, one tenant at a time: stop it (the runtime drains; SQLite: Litestream's final sync
-   is checked), and check again if its backup moved on since step 1 (a run may have advanced
-   in between; then a break starts the old container again and stops the deploy).
+   is checked), and check again what it recorded meanwhile (SQLite: when its backup moved on
+   since step 1; PostgreSQL: always): a run may have advanced in between, and a break then
+   starts the old container again and stops the deploy.
 3. Replace the container: same volume, token, labels, limits, environment, host; the new
    image and its app. Wait for /healthz. A new version that does not become healthy is
    removed and the old container is created again (its lease taken back), and the deploy
@@ -68,6 +69,8 @@ def select(
     each of their hosts (outside any downtime)."""
     if not tenants and not labels:
         raise InvalidArgument("no tenant to deploy", "name tenants, or select them with --label")
+    for name in tenants:
+        names.check_tenant(name)
     found = templates.resolve(fleet, template)
     chosen = {name: find(fleet, name) for name in tenants}
     if labels:
