@@ -169,7 +169,7 @@ def test_templates_travel_to_another_host(
     two_hosts: dict[str, str], second_engine: str, tmp_path: Path
 ) -> None:
     """Built on host a, a template is copied to host b when a tenant there needs it; the
-    deploy's check runs on b, where the tenant's data is."""
+    deploy's check runs on b, where the tenant's data is; a restore elsewhere keeps it."""
     import docker
 
     from .fleet_support import fleet
@@ -187,6 +187,11 @@ def test_templates_travel_to_another_host(
         assert f"tenant {t} on b: {v1} -> {v2}" in r.out
         remote = docker.DockerClient(second_engine)
         assert remote.containers.get(f"litefleet-{t}").image.tags == [f"litefleet/tmpl-{v2}"]
+        # Restored on a from its backup, it runs the template its stopped copy on b ran.
+        ok(call("down", t))
+        ok(call("restore", t, "--host", "a"))
+        info = next(x for x in json.loads(ok(call("ls", "--json")).out) if x["tenant"] == t)
+        assert (info["host"], info["template_version"]) == ("a", v2.split(":")[1])
         ok(call("signal", t, "r1", "approve", "--data", "true"))
         wait_status(call, t, "r1", "completed")
         ok(call("rm", t, "--purge", "--yes"))

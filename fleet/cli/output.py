@@ -76,7 +76,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             t.host,
             t.state,
             t.health,
-            f"{t.template}:{t.template_version}" if t.template else "-",
+            t.template_spec or "-",
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
             _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,

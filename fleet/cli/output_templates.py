@@ -59,7 +59,7 @@ def checks(done: list[TenantCheck], *, every: bool) -> None:
         if not every and not c.failing:
             continue
         t = c.tenant
-        where = f"{t.template}:{t.template_version}" if t.template else t.image
+        where = t.template_spec or t.image
         n = len(c.runs)
         verdict = (
             f"{len(c.failing)} of {n} unfinished run(s) would break"

@@ -56,6 +56,11 @@ class Tenant:
     def url(self) -> str | None:
         return f"http://{self.address}:{self.port}" if self.port else None
 
+    @property
+    def template_spec(self) -> str | None:
+        """``NAME:VERSION`` of the template it runs, if any."""
+        return f"{self.template}:{self.template_version}" if self.template else None
+
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
 

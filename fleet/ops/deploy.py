@@ -123,7 +123,7 @@ def refused(d: Deployed, deployed: list[str]) -> CodeIncompatible:
 
 def move(fleet: Fleet, c: TenantCheck, *, force: bool) -> Deployed:
     t, template = c.tenant, c.template
-    before = f"{t.template}:{t.template_version}" if t.template else t.image
+    before = t.template_spec or t.image
     if t.image == template.ref:
         return Deployed(t.name, t.host, before, template.spec, "unchanged")
     old = replace(TenantOptions.of(fleet.hosting.spec_of(t)), ttl=t.ttl, expires_at=t.expires_at)

@@ -185,7 +185,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
     changed = [
         flag
         for flag, differs in (
-            ("--template", given.template is not None and given.template != _template_of(t)),
+            ("--template", given.template is not None and given.template != t.template_spec),
             ("--image", given.template is None and given.image not in (None, t.image)),
             ("--app", given.app is not None and given.app != t.app),
             ("--db-url", given.db_url is not None),
@@ -207,10 +207,6 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             f"{', '.join(changed)} would be ignored",
             hint,
         )
-
-
-def _template_of(t: Tenant) -> str | None:
-    return f"{t.template}:{t.template_version}" if t.template else None
 
 
 def create(
