@@ -33,6 +33,9 @@ COMMANDS = {
     "image",
     "template",
     "deploy",
+    "console",
+    "fork",
+    "watch",
 }
 
 

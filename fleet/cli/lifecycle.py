@@ -13,6 +13,8 @@ from .base import (
     AppOption,
     Cpus,
     DbUrl,
+    Egress,
+    EnvVars,
     ForceTakeover,
     Json,
     Labels,
@@ -42,15 +44,13 @@ def up(
     ] = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
-    ] = None,
+    env: EnvVars = None,
     host: Annotated[
         str | None,
         typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
     force_takeover: ForceTakeover = False,
+    egress: Egress = None,
     db_url: DbUrl = None,
 ) -> None:
     """Create and start a tenant (or start it again); waits until it is healthy."""
@@ -69,6 +69,7 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        egress=egress,
     )
     result = tenants.up(
         fleet_of(ctx),

@@ -39,6 +39,7 @@ class Tenant:
     template_version: str | None = None
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
+    egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
@@ -91,6 +92,7 @@ class TenantSpec:
     tmp_size: str = names.DEFAULT_TMP_SIZE
     template: str | None = None  # name and version of the template ``image`` is
     template_version: str | None = None
+    egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
     def volume_name(self) -> str:
@@ -140,13 +142,15 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor."""
+    environment, ``argv`` run in /data instead of the supervisor. Litestream's config names
+    the backup of ``replica`` (default: the tenant's own; `fleet fork` restores another's)."""
 
     tenant: str
     image: str
     s3: S3Settings
     argv: list[str]
     timeout: float = 900.0
+    replica: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from fleet.supervisor.layout import (
     DB_PATH,
     DEFAULT_APP,
     DEFAULT_REGION,
+    EGRESS_SENTINEL,
     ENV_APP,
     ENV_DB,
+    ENV_EGRESS,
     ENV_HOST,
     ENV_PGPASSWORD,
     ENV_S3_ACCESS_KEY_ID,
@@ -50,8 +52,10 @@ __all__ = [
     "DB_PATH",
     "DEFAULT_APP",
     "DEFAULT_REGION",
+    "EGRESS_SENTINEL",
     "ENV_APP",
     "ENV_DB",
+    "ENV_EGRESS",
     "ENV_HOST",
     "ENV_PGPASSWORD",
     "ENV_S3_ACCESS_KEY_ID",
@@ -108,9 +112,13 @@ LABEL_TEMPLATE_VERSION = LABEL_PREFIX + "template-version"
 LABEL_TEMPLATE_APP = LABEL_PREFIX + "template-app"  # "agents"; the runtime loads LABEL_APP
 LABEL_TEMPLATE_WORKFLOWS = LABEL_PREFIX + "template-workflows"  # a JSON list
 LABEL_TEMPLATE_BASE = LABEL_PREFIX + "template-base"  # id of the tenant image it was built on
+LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
+# A user label (shown by `fleet ls`, filterable with --label) on a tenant made by `fleet fork`.
+LABEL_FORKED_FROM = LABEL_PREFIX + "forked-from"
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
+ROLE_FIREWALL = "firewall"
 BACKEND_SQLITE = "sqlite"
 BACKEND_POSTGRES = "postgres"
 
@@ -119,12 +127,17 @@ NETWORK = "litefleet"  # the tenants' bridge network on each engine (no inter-co
 STORE_CONTAINER = "litefleet-s3"  # the embedded object store
 STORE_PORT = 9000  # inside the store's container; the host port is a setting
 LOCAL_HOST = "local"  # the one host when FLEET_HOSTS is empty
+# Each engine's host keeps its tenants' egress rules through this container (and its records
+# in this volume): fleet/engine/network.py and fleet/engine/firewall.py.
+FIREWALL_CONTAINER = "litefleet-firewall"
+FIREWALL_VOLUME = "litefleet-firewall"
 
 # -- what a tenant container gets unless told otherwise
 DEFAULT_MEMORY = "256m"
 DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
+DEFAULT_EGRESS = "public"  # fleet/engine/egress.py
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30
@@ -148,6 +161,7 @@ RESERVED_ENV = frozenset(
         ENV_DB,
         ENV_PGPASSWORD,
         ENV_HOST,  # names the lease holder: a user --env must not fake it
+        ENV_EGRESS,
     }
 )
 

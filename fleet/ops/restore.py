@@ -86,7 +86,7 @@ def restore(
     fleet.hosting.create_volume(tenant, target)
     try:
         r0 = time.monotonic()
-        txid = _restore_volume(fleet, tenant, target, image, stamp)
+        txid = restore_volume(fleet, tenant, target, image, stamp)
         restore_s = time.monotonic() - r0
         archived = archive(s3, tenant) if stamp else None
         removed = _remove_stale(fleet, stale)
@@ -119,6 +119,7 @@ def _options(fleet: Fleet, given: TenantOptions, source: Tenant | None) -> Tenan
             app=given.app or (None if given.template else source.app),
             labels=source.labels,
             template=given.template or source.template_spec,
+            egress=given.egress or source.egress,
         )
     return with_template(fleet, given)
 
@@ -139,13 +140,23 @@ def _refuse_live_copies(
             )
 
 
-def _restore_volume(fleet: Fleet, tenant: str, host: str, image: str, stamp: str | None) -> int:
-    """Restore the backup into the tenant's (new) volume on ``host``; the txid restored."""
+def restore_volume(
+    fleet: Fleet,
+    tenant: str,
+    host: str,
+    image: str,
+    stamp: str | None,
+    *,
+    backup_of: str | None = None,
+) -> int:
+    """Restore a backup (the tenant's own, or ``backup_of``'s: `fleet fork`) as of ``stamp``
+    (from parse_timestamp; None: the newest) into the tenant's new volume on ``host``, with
+    a one-off container of ``image``; the txid restored."""
     argv = ["litestream", "restore", "-config", names.LITESTREAM_CONFIG, "-json"]
     if stamp:
         argv += ["-timestamp", stamp]
     argv.append(names.DB_PATH)
-    job = OneOff(tenant, image, fleet.storage.for_tenants(), argv)
+    job = OneOff(tenant, image, fleet.storage.for_tenants(), argv, replica=backup_of)
     return restored_txid(fleet.hosting.run_oneoff(host, job))
 
 

@@ -63,6 +63,7 @@ class TenantStatus:
             "image": t.image,
             "template": t.template,
             "template_version": t.template_version,
+            "egress": t.egress,
             "created_at": t.created_at,
             "age_s": round(now - t.created_at, 1),
             "ttl": t.ttl,

@@ -21,6 +21,7 @@ from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument, TenantN
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
 from fleet.core.templates import parse_ref
+from fleet.engine.egress import parse_egress
 from fleet.storage import fence
 from fleet.storage.final_sync import check_final_sync
 
@@ -44,9 +45,12 @@ class TenantOptions:
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     db_password: str | None = field(default=None, repr=False)  # when db_url holds none
     token: str | None = None  # a moved tenant keeps its API token
+    egress: str | None = None  # fleet/engine/egress.py; default public
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
+        if self.egress is not None:
+            parse_egress(self.egress)
         if self.ttl is not None:
             parse_duration(self.ttl)
         if self.db_url is not None:
@@ -70,6 +74,7 @@ class TenantOptions:
             template=f"{spec.template}:{spec.template_version}" if spec.template else None,
             db_url=spec.db_url,
             db_password=spec.db_password,
+            egress=spec.egress,
         )
 
 
@@ -192,6 +197,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
+            ("--egress", given.egress is not None and _egress(given.egress) != t.egress),
         )
         if differs
     ]
@@ -207,6 +213,11 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             f"{', '.join(changed)} would be ignored",
             hint,
         )
+
+
+def _egress(text: str | None) -> str:
+    """The canonical text of a policy (``None``: the default)."""
+    return str(parse_egress(text or names.DEFAULT_EGRESS))
 
 
 def create(
@@ -289,6 +300,7 @@ def _spec(
         env=options.env,
         labels=labels,
         host=host,  # the lease keeper names its holder "<host>/<container id>"
+        egress=_egress(options.egress),
         **where,
     )
     if options.template is not None:
