@@ -6,6 +6,8 @@ the host wheelhouse, as `make images` fetches the runtime's own."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,43 @@ def test_up_app_file_builds_an_implicit_template(run: Fleet, tmp_path: Path) -> 
     finally:  # the fixture does not know the implicit template's name
         run("rm", t, "--purge", "--yes")
         run("template", "rm", name, "--force")
+
+
+def test_fork_into_a_template_runs_its_code_on_the_source_s_state(
+    run: Fleet, tmp_path: Path
+) -> None:
+    """`fleet fork SRC NEW --template NAME`: NEW holds SRC's runs and runs the template."""
+    name, src, new = unique("ftmpl"), unique("fsrc"), unique("fnew")
+    ok(
+        run(
+            "template",
+            "build",
+            str(write_app(tmp_path / "t", TITLE_APP, "inflection==0.5.1\n")),
+            "--name",
+            name,
+        )
+    )
+    ok(run("up", src))
+    first = run_wait(run, src, "echo", {"message": "before"})
+    deadline = time.monotonic() + 30
+    while True:  # the fork reads SRC's backup: wait until the run is replicated
+        rep = tenant_info(run, src)["replication"]
+        if rep["local_txid"] and rep["lag_txns"] == 0:
+            break
+        assert time.monotonic() < deadline, rep
+        time.sleep(0.5)
+    try:
+        out = ok(run("fork", src, new, "--template", name)).out
+        assert f"into {new}" in out
+        info = tenant_info(run, new)
+        assert info["template"] == name and info["app"] == "/app/agents.py"
+        rows = json.loads(ok(run("runs", new, "--json")).out)
+        assert [r["id"] for r in rows] == [first["id"]]  # SRC's history came along
+        done = run_wait(run, new, "title", {"text": "forked code"})
+        assert done["result"] == "Forked Code"
+        assert tenant_info(run, src)["template"] is None  # SRC is untouched
+    finally:
+        run("rm", new, "--purge", "--yes")
 
 
 @pytest.mark.parametrize(
