@@ -11,6 +11,8 @@ from fleet.core import names
 
 from .base import (
     AppOption,
+    BulkProgress,
+    Count,
     Cpus,
     DbUrl,
     Egress,
@@ -19,9 +21,11 @@ from .base import (
     Json,
     Labels,
     Memory,
+    Prefix,
     Purge,
     TemplateRef,
     Tenant,
+    Tenants,
     Yes,
     app,
     confirm,
@@ -30,35 +34,52 @@ from .base import (
     labels,
 )
 
+Image = Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")]
+Ttl = Annotated[
+    str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
+]
+IdlePark = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-park",
+        help="Park it once it has had no API request for this long (e.g. 10m) and no run"
+        " is executing; `fleet gateway` does it, and wakes it on the next request.",
+        metavar="DURATION",
+    ),
+]
+Host = Annotated[
+    str | None,
+    typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
+]
+
 
 @app.command()
 def up(
     ctx: typer.Context,
-    tenant: Tenant,
+    tenant: Tenants = None,
+    count: Count = None,
+    prefix: Prefix = None,
     app_module: AppOption = None,
     template: TemplateRef = None,
-    image: Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")] = None,
+    image: Image = None,
     label: Labels = None,
-    ttl: Annotated[
-        str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
-    ] = None,
+    ttl: Ttl = None,
+    idle_park: IdlePark = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
     env: EnvVars = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
-    ] = None,
+    host: Host = None,
     force_takeover: ForceTakeover = False,
     egress: Egress = None,
     db_url: DbUrl = None,
 ) -> None:
-    """Create and start a tenant (or start it again); waits until it is healthy."""
+    """Create and start tenants (or start, or wake, them again); waits until they are healthy."""
     from fleet.core.names import parse_env
-    from fleet.ops import tenants
+    from fleet.ops import bulk, tenants
 
     from . import output
 
+    todo = bulk.tenant_names(tenant or [], count, prefix)
     options = tenants.TenantOptions(
         app=app_module,
         image=image,
@@ -69,17 +90,20 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        idle_park=idle_park,
         egress=egress,
     )
-    result = tenants.up(
-        fleet_of(ctx),
-        tenant,
-        options,
-        host=host,
-        force_takeover=force_takeover,
-        progress=image_progress(),
-    )
-    output.up(result)
+    with BulkProgress("starting", len(todo)) as progress:
+        done = bulk.up_many(
+            fleet_of(ctx),
+            todo,
+            options,
+            host=host,
+            force_takeover=force_takeover,
+            progress=image_progress(),
+            reporter=progress,
+        )
+    output.bulk(done, output.up)
 
 
 @app.command("ls")
