@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from fleet.core import names
@@ -100,9 +100,12 @@ def up_many(
     reporter: Reporter | None = None,
 ) -> Outcome[UpResult]:
     options.check()
-    # A template (or --app PATH built as one) is resolved once, not by each thread.
-    options = with_template(fleet, options) if tenants else options
-    _warm(fleet, host, options, progress)
+    if tenants:
+        # A template (or --app PATH built as one) is resolved once, not by each thread;
+        # each up() then finds it pinned (image from the template, not given twice).
+        resolved = with_template(fleet, options)
+        _warm(fleet, host, resolved, progress)
+        options = replace(resolved, image=None) if resolved.template else options
 
     def one(tenant: str) -> UpResult:
         if find_or_none(fleet, tenant) is None and is_parked(fleet, tenant):
