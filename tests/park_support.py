@@ -34,9 +34,10 @@ def name(prefix: str = "pk") -> str:
 @pytest.fixture
 def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
     """Settings for the CLI: a fresh bucket on the shared embedded store; every tenant in it
-    is removed with its backup at the end."""
+    is removed with its backup at the end. Only those: `fleet ls` lists every tenant on the
+    engine, which other test sessions share."""
     bucket = f"lf-park-{uuid.uuid4().hex[:10]}"
-    ensure_object_store(docker_client, bucket=bucket)
+    store = ensure_object_store(docker_client, bucket=bucket)
     env = {
         "FLEET_IMAGE": tenant_image,
         "FLEET_S3_BUCKET": bucket,
@@ -45,9 +46,20 @@ def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
         "COLUMNS": "250",
     }
     yield env
-    listed = fleet("ls", "--json", env=env)
-    for t in json.loads(listed.out) if listed.code == 0 else []:
-        fleet("rm", t["tenant"], "--purge", "--yes", env=env)
+    for t in tenants_in(store, bucket):
+        fleet("rm", t, "--purge", "--yes", env=env)
+
+
+def tenants_in(store: EmbeddedStore, bucket: str) -> list[str]:
+    """The tenants with a backup, lease or manifest in ``bucket``."""
+    s3 = s3_client(store.host_endpoint)
+    found = set()
+    for prefix in ("tenants/", "leases/", "manifests/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rest = obj["Key"][len(prefix) :]
+                found.add(rest.split("/", 1)[0].removesuffix(".json"))
+    return sorted(found)
 
 
 @pytest.fixture
@@ -87,12 +99,12 @@ class Gateway:
         return httpx.get(f"{self.url}/metrics", trust_env=False, timeout=5).text
 
 
-def start_gateway(env: dict[str, str], tmp: str) -> Gateway:
+def start_gateway(env: dict[str, str], tmp: str, *options: str) -> Gateway:
     port = free_port()
     log = os.path.join(tmp, f"gateway-{port}.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [FLEET, "gateway", "--port", str(port)],
+            [FLEET, "gateway", "--port", str(port), *options],
             env={**os.environ, **env, "FLEET_LOG_LEVEL": "info"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -139,3 +151,24 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g}s")
         time.sleep(0.2)
+
+
+def console_pages(
+    park_env: dict[str, str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> tuple[str, str]:
+    """The web console's tenants page and the tenant's page, as a browser gets them."""
+    from starlette.testclient import TestClient
+
+    from fleet.console.app import build_app
+    from fleet.core.settings import load_settings
+    from fleet.ops.connect import connect
+    from fleet.ops.run_source import SourceCache
+
+    for k, v in park_env.items():
+        monkeypatch.setenv(k, v)
+    app = build_app(connect(load_settings(None)), "console-token", SourceCache(tmp_path))
+    with TestClient(app, base_url="http://127.0.0.1:8081") as http:
+        listing = http.get("/", params={"token": "console-token"})
+        page = http.get(f"/t/{tenant}")
+    assert listing.status_code == 200 and page.status_code == 200, page.text
+    return listing.text, page.text

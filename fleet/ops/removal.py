@@ -15,6 +15,7 @@ from fleet.storage.backups import purge as purge_backup
 
 from .park import clear, parked, parked_record
 from .tenants import expired, find_or_none, list_tenants, stop
+from .verify import forget as forget_drills
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
     if s3 is not None:
         purged = purge_backup(s3, tenant)
         fence.forget(s3, tenant)  # the lease object goes with the backup
+        forget_drills(s3, tenant)  # and what restore drills said of it
     if not (t or any(removed_volume) or purged or was_parked):
         raise TenantNotFound(tenant)
     return RmResult(tenant, t is not None, any(removed_volume), purged)
@@ -95,10 +97,17 @@ def teardown(
     return remove_many(fleet, _with_parked(fleet, found, labels), purge, reporter)
 
 
-def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
-    """Remove the tenants whose TTL has passed (parked ones too), in parallel."""
+def gc(
+    fleet: Fleet,
+    *,
+    labels: dict[str, str] | None = None,
+    purge: bool = False,
+    reporter: Reporter | None = None,
+) -> Removal:
+    """Remove the tenants whose TTL has passed (parked ones too; only those carrying all
+    ``labels``), in parallel."""
     now = time.time()
-    gone = expired(fleet, now) + [t.name for t in parked(fleet) if t.expired(now)]
+    gone = expired(fleet, now, labels) + [t.name for t in parked(fleet, labels) if t.expired(now)]
     return remove_many(fleet, sorted(set(gone)), purge, reporter)
 
 
