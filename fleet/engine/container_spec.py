@@ -115,6 +115,7 @@ def sandbox_config(job: Sandbox, name: str, network: str | None) -> dict[str, An
         hostname="sandbox",
         environment=dict(job.environment),
         labels={names.LABEL_MANAGED: "true", names.LABEL_ONEOFF: "sandbox"},
+        user=f"{names.AGENT_UID}:{names.AGENT_GID}",  # untrusted code: the agent uid
         init=True,
         entrypoint=[job.argv[0]],
         command=job.argv[1:],

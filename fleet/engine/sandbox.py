@@ -54,10 +54,11 @@ def _read(container: Any, *, stdout: bool) -> str:
 
 
 def _tar(files: Mapping[str, Path], into: IO[bytes]) -> IO[bytes]:
-    """The files as a tar (in ``into``), owned by the tenant's user, readable by it only."""
+    """The files as a tar (in ``into``), owned by the agent uid (the sandbox runs as it),
+    readable by it only."""
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = names.TENANT_UID
+        info.uid, info.gid = names.AGENT_UID, names.AGENT_GID
         info.uname = info.gname = ""
         info.mode = 0o600
         return info
