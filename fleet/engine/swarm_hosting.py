@@ -29,6 +29,8 @@ from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument
 from fleet.core.hosting import (
     HostInfo,
     OneOff,
+    Sandbox,
+    SandboxResult,
     Stopped,
     SwarmNode,
     Tenant,
@@ -40,6 +42,7 @@ from fleet.core.log import log
 
 from .hosts import Host
 from .image_transfer import ensure_image_on
+from .sandbox import run_sandboxed
 from .swarm_service import (
     HOST_LABEL,
     LABEL_IMAGE,
@@ -370,6 +373,11 @@ class SwarmHosting:
                     ) from None
                 time.sleep(0.3)
 
+    def run_sandboxed(self, host: str, job: Sandbox) -> SandboxResult:
+        """On the node's own engine when FLEET_HOSTS lists it, else on the manager's: a
+        sandbox needs no tenant volume, only the image (which the manager has)."""
+        return run_sandboxed((self._engine(host) or self.manager).client, job)
+
     def run_oneoff(self, host: str, job: OneOff) -> str:
         raise _not_on_swarm(" ".join(job.argv[:2]))
 
@@ -493,6 +501,8 @@ def tenant_of(
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=labels.get(LABEL_IMAGE, "?"),
+        template=labels.get(names.LABEL_TEMPLATE),
+        template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=int(labels[LABEL_PORT]) if state == "running" and LABEL_PORT in labels else None,
         exit_code=((last or {}).get("Status", {}).get("ContainerStatus") or {}).get("ExitCode"),
         token=tokens.get(name),
@@ -532,6 +542,8 @@ def spec_of_service(t: Tenant, token: str) -> TenantSpec:
         env={k: v for k, v in env.items() if k not in names.RESERVED_ENV and
              not k.startswith("AGENT_RUNTIME_TOKEN")},  # the token's file too
         labels=names.engine_labels(t.labels),
+        template=t.template,
+        template_version=t.template_version,
     )  # fmt: skip
 
 
