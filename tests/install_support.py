@@ -28,7 +28,14 @@ def fresh_venv(where: Path, *requirements: str, no_deps: bool = False) -> Path:
     """A new venv at ``where`` with ``requirements`` installed; its bin/ directory. The host
     wheelhouse is tried first (offline), the package index for what it lacks."""
     venv.EnvBuilder(with_pip=True).create(where)
-    pip = [str(where / "bin" / "python"), "-m", "pip", "install", "-q"]
+    # The versions this checkout is tested with (and the wheelhouse holds): fast, offline first.
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    pins = where.parent / "constraints.txt"
+    pins.write_text("".join(ln + "\n" for ln in freeze.splitlines() if "litefleet" not in ln))
+    pip = [str(where / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(pins)]
     if no_deps:
         pip.append("--no-deps")
     if WHEELHOUSE.is_dir():
