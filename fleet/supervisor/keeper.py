@@ -24,7 +24,16 @@ import socket
 import sys
 import time
 
-from .layout import ENV_HOST, ENV_LEASE_RENEW, ENV_LEASE_TTL, ENV_LEASE_WAIT, ENV_TENANT
+from . import conditional
+from .conditional import EXIT_UNSAFE_STORE
+from .layout import (
+    ENV_HOST,
+    ENV_LEASE_RENEW,
+    ENV_LEASE_TTL,
+    ENV_LEASE_WAIT,
+    ENV_TENANT,
+    conditional_check_key,
+)
 from .lease import (
     EXIT_LEASE,
     RENEW_S,
@@ -103,9 +112,26 @@ class Keeper:
                     said = why.split(" (")[0]
                 time.sleep(1.0)
 
+    def check_store(self) -> str | None:
+        """Why the store cannot hold the lease (it ignores conditional writes), or None.
+        Retries while object storage does not answer, as ``acquire`` does."""
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                return conditional.problem(self.s3, conditional_check_key(self.tenant))
+            except S3Failure as exc:
+                if time.monotonic() >= deadline:
+                    return f"cannot check the object store: {exc}"
+                time.sleep(1.0)
+
     def run(self, child: Callable[[], int]) -> int:
         """Hold the lease while ``child()`` runs in a forked process (its own process group;
-        it execs, or returns an exit status); that status, or EXIT_LEASE."""
+        it execs, or returns an exit status); that status, EXIT_LEASE, or EXIT_UNSAFE_STORE
+        when the store does not honour the conditional writes the lease relies on."""
+        unsafe = self.check_store()
+        if unsafe is not None:
+            self.log(f"not starting: {unsafe}")
+            return EXIT_UNSAFE_STORE
         try:
             lease = self.acquire()
         except LeaseHeld as exc:
