@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +25,37 @@ from .base import (
     image_progress,
     labels,
 )
+
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
+        " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
+        " rewritten to the litefleet network's gateway IP, which containers reach (a note"
+        " says so; `bash images/postgres.sh start` listens there). The password goes to the"
+        " container as PGPASSWORD and is never printed; --db-url-file keeps it off this"
+        " command line too.",
+        metavar="URL",
+    ),
+]
+DbUrlFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--db-url-file",
+        help="Read the --db-url DSN from the first line of this file.",
+        metavar="FILE",
+        dir_okay=False,
+    ),
+]
+Postgres = Annotated[
+    bool,
+    typer.Option(
+        "--postgres",
+        help="Run on PostgreSQL with a role and database of its own, lf_TENANT, made on"
+        " FLEET_PG_ADMIN_URL's server (`fleet rm --purge` drops them).",
+    ),
+]
 
 
 @app.command()
@@ -49,24 +81,18 @@ def up(
         typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
     force_takeover: ForceTakeover = False,
-    db_url: Annotated[
-        str | None,
-        typer.Option(
-            "--db-url",
-            help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
-            " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
-            " rewritten to the litefleet network's gateway IP, which containers reach (a note"
-            " says so; `bash images/postgres.sh start` listens there). The password goes to the"
-            " container as PGPASSWORD and is never printed.",
-            metavar="URL",
-        ),
-    ] = None,
+    db_url: DbUrl = None,
+    db_url_file: DbUrlFile = None,
+    postgres: Postgres = False,
 ) -> None:
     """Create and start a tenant (or start it again); waits until it is healthy."""
     from fleet.core.names import parse_env
     from fleet.ops import tenants
 
     from . import output
+
+    if db_url_file is not None:
+        db_url = read_db_url(db_url_file, db_url)
 
     options = tenants.TenantOptions(
         app=app_module,
@@ -77,6 +103,7 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        postgres=postgres,
     )
     result = tenants.up(
         fleet_of(ctx),
@@ -87,6 +114,22 @@ def up(
         progress=image_progress(),
     )
     output.up(result)
+
+
+def read_db_url(path: Path, given: str | None) -> str:
+    """The DSN in the first non-empty line of ``path`` (so no password is on a command
+    line); InvalidArgument when unreadable, empty or given twice."""
+    from fleet.core.errors import InvalidArgument
+
+    if given is not None:
+        raise InvalidArgument("give --db-url or --db-url-file, not both")
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read --db-url-file {path}: {type(exc).__name__}") from None
+    if not lines:
+        raise InvalidArgument(f"--db-url-file {path} is empty")
+    return lines[0]
 
 
 @app.command("ls")

@@ -23,8 +23,25 @@ class ObjectStorage(Protocol):
         must run already (ObjectStoreError otherwise)."""
         ...
 
-    def for_tenants(self) -> S3Settings:
-        """As tenant containers reach it (starts the embedded store)."""
+    def checked(self) -> S3Settings:
+        """``for_fleet(start=True)``, once checked that the bucket exists and conditional
+        writes are honoured (ObjectStoreError otherwise): before a tenant is created or
+        started on it."""
+        ...
+
+    def for_tenant(self, tenant: str) -> S3Settings:
+        """As ``tenant``'s containers reach it, with the key they hold: a new key of its own
+        (FLEET_S3_CREDENTIALS=iam; its earlier keys stop working) or the fleet's (shared).
+        Every path that creates a container of the tenant (one-off jobs included) gets its
+        settings here; one command gets one key per tenant."""
+        ...
+
+    def forget_tenant(self, tenant: str) -> bool:
+        """Delete the tenant's own key (``fleet rm --purge``); False when it had none."""
+        ...
+
+    def sharing_warning(self) -> str | None:
+        """One line when tenants hold the fleet's own key, else None."""
         ...
 
     def up(self) -> str:

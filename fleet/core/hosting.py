@@ -35,6 +35,7 @@ class Tenant:
     app: str
     backend: str  # names.BACKEND_SQLITE or BACKEND_POSTGRES
     image: str
+    database: str | None = None  # `up --postgres`: its own role and database (lf_<t>)
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
     token: str | None = field(default=None, repr=False)
@@ -62,9 +63,10 @@ class Tenant:
 class TenantSpec:
     """What a tenant is made of: image, limits, environment, labels, where its state lives.
 
-    SQLite tenants (``s3`` set) replicate to object storage under a lease; PostgreSQL tenants
-    (``db_url``) keep their state there. The password goes in ``db_password`` (PGPASSWORD),
-    never in the URL, which ends up on the runtime's command line."""
+    SQLite tenants (``s3`` set) replicate to object storage under a lease, with the key
+    ``ObjectStorage.for_tenant`` gave them; PostgreSQL tenants (``db_url``) keep their state
+    there. The password goes in ``db_password`` (PGPASSWORD), never in the URL, which ends up
+    on the runtime's command line."""
 
     tenant: str
     image: str

@@ -70,7 +70,7 @@ def restore(
     target = fleet.hosting.place(host)
     stale = fleet.hosting.tenants(name=tenant)
     _refuse_live_copies(stale, tenant, target, force_takeover)
-    s3 = fleet.storage.for_fleet(start=True)
+    s3 = fleet.storage.checked()
     if backup_state(s3, tenant).txid == 0:
         raise BackupNotFound(tenant, s3.bucket)
     image = fleet.settings.image
@@ -135,7 +135,8 @@ def _restore_volume(fleet: Fleet, tenant: str, host: str, image: str, stamp: str
     if stamp:
         argv += ["-timestamp", stamp]
     argv.append(names.DB_PATH)
-    job = OneOff(tenant, image, fleet.storage.for_tenants(), argv)
+    # The tenant's own key (read is all it needs here); the container made next gets the same.
+    job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
     return restored_txid(fleet.hosting.run_oneoff(host, job))
 
 

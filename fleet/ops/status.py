@@ -59,6 +59,7 @@ class TenantStatus:
             "health": t.health,
             "url": t.url,
             "backend": t.backend,
+            "database": t.database,
             "app": t.app,
             "image": t.image,
             "created_at": t.created_at,

@@ -16,10 +16,16 @@ from typing import Any
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.durations import parse_duration
-from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound
+from fleet.core.errors import (
+    ConfigError,
+    FleetError,
+    FleetTimeout,
+    InvalidArgument,
+    TenantNotFound,
+)
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
-from fleet.storage import fence
+from fleet.storage import databases, fence
 from fleet.storage.final_sync import check_final_sync
 
 from . import postgres
@@ -38,6 +44,7 @@ class TenantOptions:
     cpus: float = names.DEFAULT_CPUS
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
+    postgres: bool = False  # PostgreSQL: a role and database of its own on FLEET_PG_ADMIN_URL
     token: str | None = None  # a moved tenant keeps its API token
 
     def check(self) -> None:
@@ -46,6 +53,8 @@ class TenantOptions:
             parse_duration(self.ttl)
         if self.db_url is not None:
             postgres.check_url(self.db_url)
+            if self.postgres:
+                raise InvalidArgument("give --postgres or --db-url, not both")
         if self.cpus <= 0:
             raise InvalidArgument(f"--cpus must be positive, got {self.cpus:g}")
 
@@ -68,6 +77,7 @@ class UpResult:
     tenant: Tenant
     action: str  # created | started | running
     note: str | None = None  # for the user, e.g. how --db-url was rewritten
+    warning: str | None = None  # e.g. tenants share the fleet's object-store key
 
 
 # -- lookups
@@ -141,7 +151,7 @@ def start(
         return UpResult(t, "running")
     _refuse_changes(t, given or TenantOptions())
     if t.backend == names.BACKEND_SQLITE:
-        s3 = fleet.storage.for_fleet(start=True)
+        s3 = fleet.storage.checked()
         if force_takeover:
             fence.take_over(s3, t.name, container_id=t.id)
         else:
@@ -157,6 +167,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
         for flag, differs in (
             ("--image", given.image is not None and given.image != t.image),
             ("--db-url", given.db_url is not None),
+            ("--postgres", given.postgres and t.database is None),
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
@@ -185,16 +196,26 @@ def create(
     image is copied there first when missing. A SQLite tenant whose lease is live elsewhere
     is refused (TenantLeased) unless ``force_takeover`` revokes it (the old holder stops
     replicating). ``options.db_url``: the tenant runs on that PostgreSQL database instead of
-    SQLite + Litestream (see postgres.py for how a loopback URL reaches the container)."""
+    SQLite + Litestream (see postgres.py for how a loopback URL reaches the container);
+    ``options.postgres``: on a role and database of its own (fleet/storage/databases.py)."""
+    if options.postgres:
+        names.pg_tenant_name(tenant)  # short enough for PostgreSQL
+        if fleet.settings.pg_admin_url is None:
+            raise ConfigError(
+                "--postgres needs FLEET_PG_ADMIN_URL",
+                "set it to a postgresql:// DSN of a role with CREATEROLE and CREATEDB",
+            )
     target = fleet.hosting.place(host)
     image = options.image or fleet.settings.image
-    if options.db_url is None:
+    sqlite = options.db_url is None and not options.postgres
+    if sqlite:
         claim_and_copy(fleet, tenant, target, image, force_takeover, progress)
     else:
         fleet.hosting.ensure_image(target, image, progress)
     spec, note = _spec(fleet, tenant, options, target, image)
     created = fleet.hosting.create(spec, target)
-    return UpResult(wait_healthy(fleet, created), "created", note)
+    warning = fleet.storage.sharing_warning() if sqlite else None
+    return UpResult(wait_healthy(fleet, created), "created", note, warning)
 
 
 def claim_and_copy(
@@ -208,7 +229,7 @@ def claim_and_copy(
     """Get the image onto ``target`` under the one-writer rule: a live lease elsewhere is
     refused before anything is copied, or (``force_takeover``) revoked only once the image
     is there, so the old holder stops as late as possible."""
-    s3 = fleet.storage.for_fleet(start=True)
+    s3 = fleet.storage.checked()
     if not force_takeover:
         fence.refuse_if_leased(s3, tenant)
     transfer = fleet.hosting.ensure_image(target, image, progress)
@@ -221,24 +242,18 @@ def _spec(
     fleet: Fleet, tenant: str, options: TenantOptions, host: str, image: str
 ) -> tuple[TenantSpec, str | None]:
     """The tenant's spec, and a note for the user (how --db-url was rewritten)."""
+    postgres_backend = options.db_url is not None or options.postgres
     labels = {
         names.LABEL_APP: options.app,
-        names.LABEL_BACKEND: names.BACKEND_POSTGRES if options.db_url else names.BACKEND_SQLITE,
+        names.LABEL_BACKEND: names.BACKEND_POSTGRES if postgres_backend else names.BACKEND_SQLITE,
         **names.engine_labels(options.labels),
     }
     if options.ttl is not None:
         labels[names.LABEL_TTL] = options.ttl
         labels[names.LABEL_EXPIRES] = str(int(time.time()) + parse_duration(options.ttl))
-    note: str | None = None
-    where: dict[str, Any]  # where its state lives
-    if options.db_url is None:
-        where = {"s3": fleet.storage.for_tenants()}
-    else:
-        gateway = fleet.hosting.gateway(host)
-        dsn = postgres.for_tenant(options.db_url, gateway)
-        if dsn.host == gateway:
-            postgres.check_listening(dsn, options.db_url)
-        where, note = {"db_url": dsn.url, "db_password": dsn.password}, dsn.note
+    if options.postgres:
+        labels[names.LABEL_DATABASE] = names.pg_tenant_name(tenant)
+    where, note = _state(fleet, tenant, options, host)
     spec = TenantSpec(
         tenant=tenant,
         image=image,
@@ -252,6 +267,27 @@ def _spec(
         **where,
     )
     return spec, note
+
+
+def _state(
+    fleet: Fleet, tenant: str, options: TenantOptions, host: str
+) -> tuple[dict[str, Any], str | None]:
+    """Where the tenant's state lives, as TenantSpec fields, and a note for the user: object
+    storage with the key the tenant holds, or a PostgreSQL database (its own with
+    ``options.postgres``, made now; else the user's --db-url)."""
+    db_url = options.db_url
+    if options.postgres:
+        admin = fleet.settings.pg_admin_url
+        assert admin is not None  # create() checked
+        db_url = databases.provision(admin.get_secret_value(), tenant)
+    if db_url is None:
+        return {"s3": fleet.storage.for_tenant(tenant)}, None
+    gateway = fleet.hosting.gateway(host)
+    dsn = postgres.for_tenant(db_url, gateway)
+    if dsn.host == gateway:
+        postgres.check_listening(dsn, db_url)
+    # The note explains a rewritten --db-url; FLEET_PG_ADMIN_URL's is rewritten silently.
+    return {"db_url": dsn.url, "db_password": dsn.password}, dsn.note if options.db_url else None
 
 
 def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:
