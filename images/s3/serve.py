@@ -7,7 +7,8 @@ LITEFLEET_S3_ADMIN_KEY_ID / LITEFLEET_S3_ADMIN_SECRET (set by the fleet when it 
 container, read back from the engine, never printed) and are removed from the environment
 here. The fleet then creates each tenant's user and key through the IAM API.
 
-Tenants reach this server, so two of moto's gaps are closed in front of it:
+Tenants reach this server, so two of moto's gaps are closed in front of it (and a request
+without any credential is answered 403, where moto would fail with a 500):
 - its control API (/moto-api/: reset every backend, switch authentication off, dump every
   secret as JSON) needs no credentials: refused;
 - it does not check read permission on the source of a copy (CopyObject, UploadPartCopy:
@@ -77,7 +78,10 @@ def request_key_id(environ: dict[str, Any]) -> str:
 def refused(environ: dict[str, Any], admin_key_id: str) -> bool:
     if environ.get("PATH_INFO", "").lstrip("/").startswith("moto-api"):
         return True
-    return "HTTP_X_AMZ_COPY_SOURCE" in environ and request_key_id(environ) != admin_key_id
+    key = request_key_id(environ)
+    if not key:  # moto answers an unsigned request with a 500 (its check fails): say 403
+        return True
+    return "HTTP_X_AMZ_COPY_SOURCE" in environ and key != admin_key_id
 
 
 def guarded(app: WSGIApp, admin_key_id: str) -> WSGIApp:
