@@ -158,7 +158,9 @@ def start(
             fence.refuse_if_leased(s3, t.name, container_id=t.id)
     log.info("starting stopped tenant", tenant=t.name, host=t.host)
     fleet.hosting.start(t)
-    return UpResult(wait_healthy(fleet, t), "started")
+    sqlite = t.backend == names.BACKEND_SQLITE
+    warning = fleet.storage.sharing_warning() if sqlite else None
+    return UpResult(wait_healthy(fleet, t), "started", warning=warning)
 
 
 def _refuse_changes(t: Tenant, given: TenantOptions) -> None:

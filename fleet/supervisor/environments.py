@@ -4,8 +4,8 @@ Litestream and the keeper get an explicit environment (only the variables named 
 stray AWS_CA_BUNDLE or AWS_* credential must not change how they talk to S3. The runtime gets
 the container's environment minus the replica credentials. That is hygiene, not isolation:
 it runs as the same uid as the keeper and Litestream, whose /proc/PID/environ hold them, so
-agent code can read the bucket credentials (give each tenant its own, scoped to
-tenants/<t>/ and leases/<t>.json).
+agent code can read them; they are the tenant's own key, scoped to tenants/<t>/ and
+leases/<t>.json (fleet/storage/credentials.py), unless the fleet runs with shared keys.
 """
 
 from __future__ import annotations
