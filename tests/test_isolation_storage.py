@@ -541,6 +541,33 @@ def test_purge_deletes_the_tenants_key(
 
 
 @pytest.mark.docker
+def test_a_stopped_tenant_whose_key_was_replaced_starts_with_a_new_one(
+    fleet_env: dict[str, str], object_store: Any, docker_client: Any
+) -> None:
+    """A newer container of the tenant (a restore elsewhere, say) took a new key, or the
+    store was made anew: `fleet up` of the stopped copy makes its container again, on its
+    volume, with a key that works, instead of starting one that cannot replicate."""
+    from .fleet_support import fleet
+
+    admin = object_store.for_fleet()
+    t = _tenant()
+    _ok(fleet("up", t, env=fleet_env))
+    ran = json.loads(
+        _ok(
+            fleet("run", t, "echo", "-i", '{"message": "kept"}', "--wait", "--json", env=fleet_env)
+        ).out
+    )
+    _ok(fleet("down", t, env=fleet_env))
+    old = _container_env(docker_client, t)["LITESTREAM_ACCESS_KEY_ID"]
+    TenantKeys(admin, admin.endpoint).issue(t)  # what a newer container of it would do
+    _ok(fleet("up", t, env=fleet_env))
+    assert _container_env(docker_client, t)["LITESTREAM_ACCESS_KEY_ID"] != old
+    runs = json.loads(_ok(fleet("runs", t, "--json", env=fleet_env)).out)
+    assert ran["id"] in {r["id"] for r in runs}  # the same volume
+    _ok(fleet("run", t, "echo", "-i", '{"message": "more"}', "--wait", env=fleet_env))
+
+
+@pytest.mark.docker
 def test_shared_credentials_warn(fleet_env: dict[str, str], object_store: Any) -> None:
     from .fleet_support import fleet
 

@@ -26,6 +26,7 @@ from fleet.core.errors import (
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
 from fleet.storage import databases, fence
+from fleet.storage.credentials import accepted
 from fleet.storage.final_sync import check_final_sync
 
 from . import postgres
@@ -156,11 +157,24 @@ def start(
             fence.take_over(s3, t.name, container_id=t.id)
         else:
             fence.refuse_if_leased(s3, t.name, container_id=t.id)
+        spec = fleet.hosting.spec_of(t)
+        if spec.s3 is not None and not accepted(s3, spec.s3, t.name):
+            return _recreate(fleet, t, spec)
     log.info("starting stopped tenant", tenant=t.name, host=t.host)
     fleet.hosting.start(t)
     sqlite = t.backend == names.BACKEND_SQLITE
     warning = fleet.storage.sharing_warning() if sqlite else None
     return UpResult(wait_healthy(fleet, t), "started", warning=warning)
+
+
+def _recreate(fleet: Fleet, t: Tenant, spec: TenantSpec) -> UpResult:
+    """The store refuses the key this stopped container holds (a newer container of the
+    tenant got a new one, or the embedded store was made anew): make the container again on
+    its volume, with its settings and token and a key that works."""
+    log.warning("its object-store key is refused: recreating its container", tenant=t.name)
+    fleet.hosting.remove(t)
+    made = create(fleet, t.name, TenantOptions.of(spec), host=t.host)
+    return UpResult(made.tenant, "started", made.note, made.warning)
 
 
 def _refuse_changes(t: Tenant, given: TenantOptions) -> None:

@@ -40,7 +40,7 @@ from fleet.core.names import (
     tenant_user,
 )
 from fleet.supervisor import lease
-from fleet.supervisor.s3 import S3Failure, S3Settings
+from fleet.supervisor.s3 import S3Failure, S3Settings, request
 
 from .s3 import iam_client
 
@@ -169,6 +169,19 @@ class TenantKeys:
     def _delete_keys(self, user: str) -> None:
         for key in self.iam.list_access_keys(UserName=user).get("AccessKeyMetadata", []):
             self.iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+
+
+def accepted(fleet: S3Settings, key: S3Settings, tenant: str) -> bool:
+    """Whether the store (where ``fleet`` reaches it) takes ``key``'s credentials for the
+    tenant's lease; False on 403 (deleted, replaced, or never known to this store)."""
+    own = S3Settings(
+        fleet.endpoint, fleet.bucket, fleet.region, key.access_key_id, key.secret_access_key
+    )
+    try:
+        status, _, _ = request(own, "GET", lease_key(tenant))
+    except S3Failure as exc:
+        raise ObjectStoreError(f"cannot check the key of tenant {tenant!r}: {exc}") from None
+    return status != 403
 
 
 def wait_usable(s3: S3Settings, tenant: str, timeout: float = KEY_USABLE_WAIT_S) -> None:
