@@ -130,7 +130,9 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor."""
+    environment, ``argv`` run in /data instead of the supervisor. ``s3`` holds the tenant's
+    own key (``ObjectStorage.for_tenant``, or what its container holds), never the fleet's:
+    such a job reads a volume the tenant's code wrote."""
 
     tenant: str
     image: str
