@@ -71,10 +71,9 @@ class S3Endpoints:
             return self._issued[tenant]
 
     def forget_tenant(self, tenant: str) -> bool:
-        with self._lock:
-            if self.credentials() == CREDENTIALS_IAM:
-                return self._tenant_keys().revoke(tenant)
-        return False
+        if self.credentials() != CREDENTIALS_IAM:
+            return False
+        return self._tenant_keys().revoke(tenant)  # unlocked: bulk removal runs in parallel
 
     def credentials(self) -> str:
         with self._lock:
@@ -121,9 +120,10 @@ class S3Endpoints:
         return CREDENTIALS_SHARED
 
     def _tenant_keys(self) -> TenantKeys:
-        if self._keys is None:
-            self._keys = TenantKeys(self.for_fleet(start=True), self._iam_endpoint())
-        return self._keys
+        with self._lock:
+            if self._keys is None:
+                self._keys = TenantKeys(self.for_fleet(start=True), self._iam_endpoint())
+            return self._keys
 
     def _iam_endpoint(self) -> str | None:
         s = self.settings
