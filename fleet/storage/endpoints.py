@@ -122,10 +122,12 @@ class S3Endpoints:
     def _tenant_keys(self) -> TenantKeys:
         with self._lock:
             if self._keys is None:
-                self._keys = TenantKeys(self.for_fleet(start=True), self._iam_endpoint())
+                self._keys = TenantKeys(self.for_fleet(start=True), self.iam_endpoint())
             return self._keys
 
-    def _iam_endpoint(self) -> str | None:
+    def iam_endpoint(self) -> str | None:
+        """Where tenants' keys are made (for `fleet doctor`'s
+        preflight.check_tenant_credentials too); None: AWS IAM's own endpoint."""
         s = self.settings
         if s.s3_iam_endpoint:
             return s.s3_iam_endpoint
