@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
 
-.PHONY: setup engine images postgres test test-fast demo demo-runtime bench lint typecheck check clean
+.PHONY: setup engine images postgres browser test test-fast demo demo-runtime bench lint typecheck check clean
 
 # .venv with the project in editable mode and its dev dependencies.
 setup: $(VENV)/.stamp-setup
@@ -27,7 +27,11 @@ images: setup engine
 postgres:
 	@bash images/postgres.sh start
 
-test: setup engine images postgres
+# Debian's chromium + chromium-driver for the web console's browser tests.
+browser:
+	@bash images/browser.sh
+
+test: setup engine images postgres browser
 	$(BIN)/pytest -q
 
 # Unit tests only: no Docker, no PostgreSQL.

@@ -29,10 +29,17 @@ from urllib.parse import quote
 
 import apsw
 
-from ._codec import EVENT_COLUMNS, RUN_COLUMNS, event_from_row, run_from_row
+from ._codec import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    event_from_row,
+    list_runs_query,
+    page_from_rows,
+    run_from_row,
+)
 from ._errors import InvalidInput, RunNotFound, StorageError
 from ._sqlite_schema import SCHEMA_VERSION
-from ._store import TERMINAL_STATUSES, Event, EventKind, Run
+from ._store import TERMINAL_STATUSES, Event, EventKind, Run, RunPage
 
 _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 
@@ -40,9 +47,18 @@ _TERMINAL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 class DatabaseReader(Protocol):
     def unfinished_runs(self) -> list[Run]: ...
     def run(self, run_id: str) -> Run: ...
-    def history(self, run_id: str) -> list[Event]: ...
+    def history(self, run_id: str, after: int = 0) -> list[Event]: ...
     def steps(self, run_id: str) -> list[Event]: ...
     def recent_runs(self, limit: int | None = None) -> list[Run]: ...
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage: ...
+    def latest_seqs(self) -> dict[str, int]: ...
     def statuses(self) -> dict[str, str]: ...
     def count_by_status(self) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -97,9 +113,13 @@ class _Queries:
             raise RunNotFound(run_id)
         return run_from_row(rows[0])
 
-    def history(self, run_id: str) -> list[Event]:
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = {self.mark} ORDER BY seq"
-        return [event_from_row(r) for r in self._rows(sql, (run_id,))]
+    def history(self, run_id: str, after: int = 0) -> list[Event]:
+        """The run's events in order; with ``after``, only those with a higher ``seq``."""
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = {self.mark} AND seq > {self.mark}"
+            " ORDER BY seq"
+        )
+        return [event_from_row(r) for r in self._rows(sql, (run_id, after))]
 
     def steps(self, run_id: str) -> list[Event]:
         """The recorded outcome of each step of the run (completed, or failed for good)."""
@@ -112,6 +132,24 @@ class _Queries:
         if limit is None:
             return [run_from_row(r) for r in self._rows(sql)]
         return [run_from_row(r) for r in self._rows(f"{sql} LIMIT {self.mark}", (limit,))]
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """A page of runs, newest first, as the runtime's ``GET /v1/runs`` pages them."""
+        sql, params = list_runs_query(status, workflow, limit, cursor, self.mark)
+        return page_from_rows(self._rows(sql, params), limit)
+
+    def latest_seqs(self) -> dict[str, int]:
+        """The ``seq`` of each run's newest event (runs without events are left out): what
+        a follower compares to find runs with new events."""
+        rows = self._rows("SELECT run_id, max(seq) FROM events GROUP BY run_id")
+        return {str(r): int(s) for r, s in rows}
 
     def statuses(self) -> dict[str, str]:
         """Every run's status by id."""
@@ -149,6 +187,21 @@ class _SQLiteReader(_Queries):
     def recent_runs(self, limit: int | None = None) -> list[Run]:
         return super().recent_runs(limit) if self.schema_version else []
 
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        if not self.schema_version:
+            return RunPage([])
+        return super().list_runs(status=status, workflow=workflow, limit=limit, cursor=cursor)
+
+    def latest_seqs(self) -> dict[str, int]:
+        return super().latest_seqs() if self.schema_version else {}
+
     def _open(self, path: str) -> apsw.Connection:
         try:
             return _checked(_connect(path))
@@ -174,7 +227,11 @@ class _SQLiteReader(_Queries):
 
 def _connect(path: str, immutable: bool = False) -> apsw.Connection:
     uri = f"file:{quote(path)}?mode=ro" + ("&immutable=1" if immutable else "")
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_READONLY)
+    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_READONLY)
+    # A copy that `litestream restore -f` keeps up to date is locked (SQLite's exclusive
+    # lock) while each update is written: wait for it instead of failing the read.
+    conn.setbusytimeout(5000)
+    return conn
 
 
 def _schema_version(conn: apsw.Connection) -> int:

@@ -31,6 +31,9 @@ COMMANDS = {
     "migrate",
     "s3",
     "image",
+    "console",
+    "fork",
+    "watch",
 }
 
 

@@ -59,12 +59,30 @@ def test_runs_history_and_steps(db: Path) -> None:
     assert _digest(db) == before  # nothing written, not even a checkpoint
 
 
+def test_pages_of_runs_and_newer_events(db: Path) -> None:
+    """What the console pages through and `fleet inspect --follow` polls for."""
+    with open_copy(db) as r:
+        page = r.list_runs(limit=2)
+        assert [x.id for x in page.runs] == ["run-3", "run-2"] and page.next_cursor
+        rest = r.list_runs(limit=2, cursor=page.next_cursor)
+        assert [x.id for x in rest.runs] == ["run-1", "run-0"] and rest.next_cursor is None
+        assert [x.id for x in r.list_runs(workflow="echo").runs] == ["run-3"]
+        assert r.list_runs(status="failed").runs == []
+        seqs = r.latest_seqs()
+        assert set(seqs) == {f"run-{i}" for i in range(4)}
+        history = r.history("run-1")
+        assert seqs["run-1"] == history[-1].seq
+        assert r.history("run-1", after=history[1].seq) == history[2:]
+        assert r.history("run-1", after=seqs["run-1"]) == []
+
+
 def test_a_database_the_runtime_never_migrated(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).execute("PRAGMA journal_mode=WAL").fetchall()
     with open_copy(empty) as r:
         assert r.schema_version == 0 and r.statuses() == {} and r.recent_runs() == []
         assert r.count_by_status() == {} and r.integrity_check() == "ok"
+        assert r.list_runs().runs == [] and r.latest_seqs() == {}
 
 
 def test_a_file_that_is_no_database(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .base import Json, Tenant, app, fleet_of
+from .base import Json, Tenant, app, fleet_of, until_interrupted
 
 
 @app.command()
@@ -49,6 +49,15 @@ def inspect(
     run: Annotated[str | None, typer.Option("--run", help="Show this run's step timeline.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.", min=1)] = 50,
     at: Annotated[str | None, typer.Option("--at", help="With a tenant: point in time.")] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Print new events as they arrive (a file, e.g. one `fleet watch` updates);"
+            " with --run, that run's history first. Ctrl-C stops.",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Show runs and a step timeline from a database copy (a tenant's is pulled first)."""
@@ -56,12 +65,18 @@ def inspect(
     import tempfile
 
     from fleet.core.names import check_tenant
+    from fleet.ops.inspect import follow as do_follow
     from fleet.ops.inspect import inspect as do_inspect
     from fleet.ops.pull import pull as do_pull
 
     from . import output
 
     path = Path(target)
+    if follow:
+        with until_interrupted():
+            for event in do_follow(path, run_id=run):
+                output.print_json_line(event) if json else output.event_line(event)
+        return
     if path.is_file():
         rep = do_inspect(path, run_id=run, limit=limit)
     else:

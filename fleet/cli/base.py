@@ -7,7 +7,10 @@ imported inside the commands that use them, so `fleet --help` pays for none of t
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,6 +66,20 @@ Purge = Annotated[
 ]
 Memory = Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")]
 Cpus = Annotated[float, typer.Option(help="CPU limit in cores.")]
+EnvVars = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
+]
+Egress = Annotated[
+    str | None,
+    typer.Option(
+        help="What the tenant may reach: public (the default: public addresses, not private"
+        " ranges, link-local, this host or other tenants), none, or HOST[:PORT],... exactly"
+        " those (IPv4 addresses or DNS names). Its object store and database stay reachable."
+        " Enforced on the host; kept when the tenant is stopped and started again.",
+        metavar="public|none|LIST",
+    ),
+]
 
 
 @app.callback()
@@ -114,3 +131,20 @@ def image_progress() -> TransferProgress:
     from .output_hosts import ImageProgress
 
     return ImageProgress()
+
+
+@contextlib.contextmanager
+def until_interrupted() -> Iterator[None]:
+    """Ctrl-C or SIGTERM ends a command that runs until stopped: quietly, exit 0, after its
+    own clean-up (``finally`` blocks) ran."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

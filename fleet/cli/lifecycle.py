@@ -12,6 +12,8 @@ from fleet.core import names
 
 from .base import (
     Cpus,
+    Egress,
+    EnvVars,
     ForceTakeover,
     Json,
     Labels,
@@ -72,15 +74,13 @@ def up(
     ] = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", "-e", help="Extra env K=V for the runtime.", metavar="K=V"),
-    ] = None,
+    env: EnvVars = None,
     host: Annotated[
         str | None,
         typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
     ] = None,
     force_takeover: ForceTakeover = False,
+    egress: Egress = None,
     db_url: DbUrl = None,
     db_url_file: DbUrlFile = None,
     postgres: Postgres = False,
@@ -104,6 +104,7 @@ def up(
         env=parse_env(env),
         db_url=db_url,
         postgres=postgres,
+        egress=egress,
     )
     result = tenants.up(
         fleet_of(ctx),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,6 +23,9 @@ from fleet.ops.inspect import Report
 from fleet.ops.removal import Removal, RmResult
 from fleet.ops.status import TenantStatus
 from fleet.ops.tenants import UpResult
+from fleet.ops.watch import Update
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -37,6 +41,12 @@ err = _console(stderr=True)
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: Any) -> None:
+    """One JSON document per line, flushed: for output that streams."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -206,3 +216,32 @@ def removal(r: Removal) -> None:
     if r.failed:
         total = len(r.done) + len(r.failed)
         raise FleetError(f"{len(r.failed)} of {total} tenant(s) could not be removed")
+
+
+def watched(tenant: str, path: Any, update: Update) -> None:
+    """One line per state of a `fleet watch` copy, flushed (it runs until stopped)."""
+    if update.first:
+        line = f"watching {tenant}: {path} at txid {update.txid} (Ctrl-C stops)"
+    else:
+        when = datetime.fromtimestamp(update.at, UTC).strftime("%H:%M:%S")
+        line = f"{when} txid {update.txid}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def event_line(e: dict[str, Any]) -> None:
+    """One event of `fleet inspect --follow`, as it arrives."""
+    when = datetime.fromtimestamp(float(e["created_at"]), UTC).strftime("%H:%M:%S.%f")[:-3]
+    fields = (
+        when,
+        str(e["run_id"]),
+        str(e["seq"]),
+        str(e["kind"]),
+        "-" if e["position"] is None else str(e["position"]),
+        e["name"] or "-",
+        "-" if e["attempt"] is None else str(e["attempt"]),
+        _short(e["data"], 100),
+    )
+    # Step names come from agent code: no control character reaches the terminal.
+    sys.stdout.write("  ".join(_CONTROL.sub("?", f) for f in fields) + "\n")
+    sys.stdout.flush()

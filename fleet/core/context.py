@@ -6,6 +6,7 @@ real ones: Docker engines (fleet/engine/) and S3 endpoints (fleet/storage/).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,12 @@ class ObjectStorage(Protocol):
         (FLEET_S3_CREDENTIALS=iam; its earlier keys stop working) or the fleet's (shared).
         Every path that creates a container of the tenant (one-off jobs included) gets its
         settings here; one command gets one key per tenant."""
+        ...
+
+    def reader_of(self, tenant: str) -> AbstractContextManager[S3Settings]:
+        """As containers reach it, with a key that only reads ``tenant``'s backup, for the
+        ``with`` block (deleted on leaving; shared: the fleet's key): a one-off job that
+        restores one tenant's backup into another's volume (`fleet fork`)."""
         ...
 
     def forget_tenant(self, tenant: str) -> bool:

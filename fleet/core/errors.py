@@ -67,6 +67,12 @@ class ImageMissing(FleetError):
     hint = "build it with `fleet image build` (or set FLEET_IMAGE)"
 
 
+class FirewallError(FleetError):
+    """A tenant's egress rules could not be applied on its engine's host."""
+
+    exit_code = 4
+
+
 class ObjectStoreError(FleetError):
     """S3 (or the embedded store) failed or holds nothing useful."""
 
@@ -85,6 +91,14 @@ class RuntimeApiError(FleetError):
     """The tenant's runtime API answered with an error or not at all."""
 
     exit_code = 6
+    status: int | None = None  # the HTTP status it answered with, if it answered
+
+
+class RunNotFound(FleetError):
+    exit_code = 3
+
+    def __init__(self, tenant: str, run_id: str) -> None:
+        super().__init__(f"tenant {tenant!r} has no run {run_id!r}", f"`fleet runs {tenant}`")
 
 
 class FleetTimeout(FleetError):

@@ -38,6 +38,7 @@ class Tenant:
     database: str | None = None  # `up --postgres`: its own role and database (lf_<t>)
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
+    egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
@@ -84,6 +85,7 @@ class TenantSpec:
     volume: str | None = None  # default names.volume_name(tenant)
     name: str | None = None  # default names.container_name(tenant)
     tmp_size: str = names.DEFAULT_TMP_SIZE
+    egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
     def volume_name(self) -> str:
@@ -132,13 +134,16 @@ class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
     environment, ``argv`` run in /data instead of the supervisor. ``s3`` holds the tenant's
     own key (``ObjectStorage.for_tenant``, or what its container holds), never the fleet's:
-    such a job reads a volume the tenant's code wrote."""
+    such a job reads a volume the tenant's code wrote. Litestream's config names the backup
+    of ``replica`` (default: the tenant's own; `fleet fork` restores another's, with a
+    read-only key on it: ``ObjectStorage.reader_of``)."""
 
     tenant: str
     image: str
     s3: S3Settings
     argv: list[str]
     timeout: float = 900.0
+    replica: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from fleet.supervisor.layout import (
     DB_PATH,
     DEFAULT_APP,
     DEFAULT_REGION,
+    EGRESS_SENTINEL,
     ENV_APP,
     ENV_DB,
+    ENV_EGRESS,
     ENV_HOST,
     ENV_PGPASSWORD,
     ENV_S3_ACCESS_KEY_ID,
@@ -50,8 +52,10 @@ __all__ = [
     "DB_PATH",
     "DEFAULT_APP",
     "DEFAULT_REGION",
+    "EGRESS_SENTINEL",
     "ENV_APP",
     "ENV_DB",
+    "ENV_EGRESS",
     "ENV_HOST",
     "ENV_PGPASSWORD",
     "ENV_S3_ACCESS_KEY_ID",
@@ -102,9 +106,13 @@ LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
 LABEL_DATABASE = LABEL_PREFIX + "database"  # `up --postgres`: the role and database it owns
+LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
+# A user label (shown by `fleet ls`, filterable with --label) on a tenant made by `fleet fork`.
+LABEL_FORKED_FROM = LABEL_PREFIX + "forked-from"
 ROLE_TENANT = "tenant"
 ROLE_OBJECT_STORE = "object-store"
+ROLE_FIREWALL = "firewall"
 BACKEND_SQLITE = "sqlite"
 BACKEND_POSTGRES = "postgres"
 
@@ -113,12 +121,17 @@ NETWORK = "litefleet"  # the tenants' bridge network on each engine (no inter-co
 STORE_CONTAINER = "litefleet-s3"  # the embedded object store
 STORE_PORT = 9000  # inside the store's container; the host port is a setting
 LOCAL_HOST = "local"  # the one host when FLEET_HOSTS is empty
+# Each engine's host keeps its tenants' egress rules through this container (and its records
+# in this volume): fleet/engine/network.py and fleet/engine/firewall.py.
+FIREWALL_CONTAINER = "litefleet-firewall"
+FIREWALL_VOLUME = "litefleet-firewall"
 
 # -- what a tenant container gets unless told otherwise
 DEFAULT_MEMORY = "256m"
 DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
+DEFAULT_EGRESS = "public"  # fleet/engine/egress.py
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30
@@ -157,6 +170,7 @@ RESERVED_ENV = frozenset(
         ENV_DB,
         ENV_PGPASSWORD,
         ENV_HOST,  # names the lease holder: a user --env must not fake it
+        ENV_EGRESS,
     }
 )
 

@@ -19,8 +19,14 @@ from fleet.core.hosting import OneOff, TenantSpec, replica_environment
 _VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a named volume, never a host path
 
 
-def container_config(spec: TenantSpec, network: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for ``docker_client.containers.create(**cfg)`` of a tenant."""
+def container_config(
+    spec: TenantSpec, network: str | None = None, mac_address: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for ``docker_client.containers.create(**cfg)`` of a tenant.
+
+    ``mac_address``: the host enforces the tenant's egress policy on packets from this MAC
+    (fleet/engine/egress_rules.py); the container then records the policy and its supervisor
+    starts nothing until the rules are in place."""
     _check(spec)
     cfg = _hardened(spec.image, spec.tenant, spec.memory, spec.cpus, spec.pids, spec.tmp_size)
     cfg.update(
@@ -37,7 +43,16 @@ def container_config(spec: TenantSpec, network: str | None = None) -> dict[str, 
         cfg["volumes"] = {spec.volume_name: {"bind": names.DATA_DIR, "mode": "rw"}}
     if network is not None:
         cfg["network"] = network
+    if mac_address is not None:
+        cfg["mac_address"] = mac_address
+        cfg["environment"][names.ENV_EGRESS] = spec.egress
+        cfg["labels"][names.LABEL_EGRESS] = spec.egress
     return cfg
+
+
+def container_mac(attrs: dict[str, Any]) -> str | None:
+    """The MAC address a tenant container was created with (None: Docker's own choice)."""
+    return (attrs.get("Config") or {}).get("MacAddress") or None
 
 
 def oneoff_config(job: OneOff, name: str, network: str | None = None) -> dict[str, Any]:
@@ -49,7 +64,8 @@ def oneoff_config(job: OneOff, name: str, network: str | None = None) -> dict[st
     cfg.update(
         name=name,
         hostname=job.tenant,
-        environment={names.ENV_TENANT: job.tenant, **replica_environment(job.s3)},
+        # ENV_TENANT only names the replica path in Litestream's config (tenants/${TENANT}).
+        environment={names.ENV_TENANT: job.replica or job.tenant, **replica_environment(job.s3)},
         labels={names.LABEL_MANAGED: "true", names.LABEL_ONEOFF: job.tenant},
         init=True,
         entrypoint=[job.argv[0]],

@@ -7,6 +7,7 @@ reads it from there), so it is read back from the engine and never printed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import time
@@ -27,12 +28,27 @@ from fleet.core.hosting import (
     TransferProgress,
 )
 from fleet.core.log import log
+from fleet.core.names import NETWORK as NETWORK_NAME
 from fleet.supervisor.s3 import S3Settings
 
-from .container_spec import container_config, oneoff_config, published_port, reader_config
+from .container_spec import (
+    container_config,
+    container_mac,
+    oneoff_config,
+    published_port,
+    reader_config,
+)
+from .firewall import Record
 from .hosts import Host, pick, reachable
 from .image_transfer import ensure_image_on
-from .network import ensure_tenant_network, network_gateway
+from .network import (
+    Firewall,
+    egress_record,
+    ensure_tenant_network,
+    network_gateway,
+    network_subnet,
+    random_mac,
+)
 from .placement import host_infos, place
 
 
@@ -85,24 +101,48 @@ class DockerHosting:
         return sorted(found, key=lambda t: (t.name, t.host))
 
     def create(self, spec: TenantSpec, host: str) -> Tenant:
+        """The tenant's egress rules go in before its container exists: a crash at any point
+        leaves no container without them (at worst rules that match nothing)."""
         client = self.engine(host).client
+        network = ensure_tenant_network(client)
+        _refuse_existing(client, spec.container_name)
         new_volume = spec.db_url is None and not self.has_volume(spec.tenant, host)
         if new_volume:
             self.create_volume(spec.tenant, host)
         log.info("creating tenant", tenant=spec.tenant, host=host, image=spec.image)
+        firewall, mac = self.firewall(host), random_mac()
         try:
-            container = client.containers.create(
-                **container_config(spec, ensure_tenant_network(client))
+            firewall.apply(
+                egress_record(
+                    spec.container_name,
+                    spec.tenant,
+                    spec.egress,
+                    spec.environment(),
+                    mac,
+                    network_subnet(client, network),
+                )
             )
+            container = client.containers.create(**container_config(spec, network, mac))
         except Exception:
-            if new_volume:  # leave nothing half-made behind
+            # leave nothing half-made behind
+            with contextlib.suppress(FleetError):
+                firewall.remove(spec.container_name)
+            if new_volume:
                 self.remove_volume(spec.tenant, host)
             raise
         container.start()
         container.reload()
         return tenant_of(host, container)
 
+    def firewall(self, host: str) -> Firewall:
+        """The host's ``litefleet-firewall`` (runs the fleet's image, copied there if missing)."""
+        ensure_image_on(self.engines, self.engine(host), self.image, self.registry)
+        return Firewall(self.engine(host).client, self.image, host)
+
     def start(self, t: Tenant) -> None:
+        record = _egress_record_of(t)
+        if record is not None:  # again: the host may have lost them (a reboot, a firewall reset)
+            self.firewall(t.host).apply(record)
         t.handle.start()
 
     def stop(self, t: Tenant, timeout: int) -> Stopped:
@@ -114,6 +154,13 @@ class DockerHosting:
 
     def remove(self, t: Tenant) -> None:
         t.handle.remove(force=True)
+        if t.egress is not None:
+            try:
+                firewall = self.firewall(t.host)
+                firewall.remove(t.handle.name)
+                firewall.prune()
+            except FleetError as exc:  # the rules match no container any more: harmless
+                log.warning("egress rules left behind", tenant=t.name, error=exc.message)
 
     def refresh(self, t: Tenant) -> Tenant:
         t.handle.reload()
@@ -151,6 +198,7 @@ class DockerHosting:
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
             env={k: v for k, v in env.items() if k not in names.RESERVED_ENV | image_env},
             labels=names.engine_labels(t.labels),
+            egress=t.egress or names.DEFAULT_EGRESS,
         )
 
     # -- volumes
@@ -251,10 +299,36 @@ def tenant_of(host: str, c: Any) -> Tenant:
         database=labels.get(names.LABEL_DATABASE),
         port=published_port(attrs) if running else None,
         exit_code=state.get("ExitCode"),
+        egress=labels.get(names.LABEL_EGRESS),
         token=_env(attrs["Config"].get("Env")).get(names.ENV_TOKEN),
         id=str(getattr(c, "id", "")),
         handle=c,
     )
+
+
+def _refuse_existing(client: Any, name: str) -> None:
+    """Docker refuses a second container of a name; refuse before its egress record (keyed
+    by name) would replace the live one's."""
+    import docker.errors
+
+    try:
+        client.containers.get(name)
+    except docker.errors.NotFound:
+        return
+    raise FleetError(f"a container named {name!r} exists already", "`fleet ls` shows it")
+
+
+def _egress_record_of(t: Tenant) -> Record | None:
+    """The egress record of an existing tenant container, from what it was created with."""
+    attrs = t.handle.attrs
+    mac = container_mac(attrs)
+    if t.egress is None or mac is None:
+        return None  # made without enforced egress
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    client = t.handle.client
+    subnet = network_subnet(client, NETWORK_NAME) if NETWORK_NAME in networks else None
+    env = _env(attrs["Config"].get("Env"))
+    return egress_record(t.handle.name, t.name, t.egress, env, mac, subnet)
 
 
 def _env(items: list[str] | None) -> dict[str, str]:

@@ -192,6 +192,11 @@ class SwarmHosting:
         return out
 
     def create(self, spec: TenantSpec, host: str) -> Tenant:
+        if spec.egress != names.DEFAULT_EGRESS:  # nothing on a node would enforce it
+            raise InvalidArgument(
+                "--egress is not enforced on Swarm yet",
+                "leave it out (Swarm tenants reach what their node reaches), or use Docker hosts",
+            )
         client = self.manager.client
         image_id = str(client.images.get(spec.image).id)
         # Unique and short (Swarm names are at most 64 characters); the label names the tenant.

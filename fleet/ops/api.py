@@ -46,6 +46,9 @@ class RuntimeClient:
     def __exit__(self, *exc: object) -> None:
         self._http.close()
 
+    def close(self) -> None:
+        self._http.close()
+
     def healthy(self) -> bool:
         try:
             return self._http.get("/healthz", timeout=2.0).status_code == 200
@@ -84,6 +87,18 @@ class RuntimeClient:
                 break
         return runs[:limit]
 
+    def runs_page(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page as the API returns it: ``{"runs": [...], "next_cursor"}``."""
+        given = {"status": status, "workflow": workflow, "limit": limit, "cursor": cursor}
+        return self._json("GET", "/v1/runs", params={k: v for k, v in given.items() if v})
+
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/v1/runs/{_seg(run_id)}/events").get("events", []))
 
@@ -112,7 +127,9 @@ class RuntimeClient:
     def _json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         resp = self._http.request(method, path, **kw)
         if resp.status_code >= 400:
-            raise RuntimeApiError(f"runtime API: {resp.status_code} {_error_text(resp)}")
+            err = RuntimeApiError(f"runtime API: {resp.status_code} {_error_text(resp)}")
+            err.status = resp.status_code
+            raise err
         try:
             data = resp.json()
         except ValueError:

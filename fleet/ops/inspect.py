@@ -1,9 +1,12 @@
 """`fleet inspect`: runs and step timelines from a tenant database copy (read-only, never the
 live file), through agent_runtime's own reader: fleet holds no SQL of the runtime's schema.
+``--follow`` polls the copy for new events, e.g. one `fleet watch` keeps up to date.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,40 @@ def inspect(path: Path, *, run_id: str | None = None, limit: int = 50) -> Report
     except AgentRuntimeError as exc:
         raise FleetError(f"{path}: {exc}", hint) from None
     return report
+
+
+def follow(
+    path: Path, *, run_id: str | None = None, interval: float = 0.5
+) -> Iterator[dict[str, Any]]:
+    """Events of the copy at ``path`` as they arrive, in the order they were recorded: with
+    ``run_id`` that run's whole history, then its new events; otherwise the events recorded
+    after following began. Runs until the caller stops iterating."""
+    from agent_runtime import AgentRuntimeError, open_copy
+
+    if not path.is_file():
+        raise InvalidArgument(
+            f"no such database file: {path}", "`fleet watch TENANT -o PATH` keeps one"
+        )
+    seen: dict[str, int] | None = {} if run_id is not None else None
+    while True:
+        try:
+            with open_copy(path) as db:
+                latest = db.latest_seqs()
+                if run_id is not None:
+                    latest = {run_id: latest[run_id]} if run_id in latest else {}
+                if seen is None:  # the first look: only what comes after it
+                    seen = latest
+                new = [
+                    _event(run, asdict(e))
+                    for run, seq in latest.items()
+                    if seq > seen.get(run, 0)
+                    for e in db.history(run, after=seen.get(run, 0))
+                ]
+        except AgentRuntimeError as exc:
+            raise FleetError(f"{path}: {exc}") from None
+        seen.update(latest)
+        yield from sorted(new, key=lambda e: (e["created_at"], e["seq"]))
+        time.sleep(interval)
 
 
 def _run(d: dict[str, Any]) -> dict[str, Any]:

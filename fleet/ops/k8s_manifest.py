@@ -418,4 +418,13 @@ def _from_spec(spec: TenantSpec, t: Tenant) -> dict[str, Any]:
         "labels": dict(t.labels),
         "env": dict(spec.env),
         "ttl_expires_at": expires,
+        "egress": _egress_entries(spec.egress),
     }
+
+
+def _egress_entries(text: str) -> str | list[str]:
+    """The tenant's policy (`fleet up --egress`) as K8sTenant takes it."""
+    from fleet.engine.egress import parse_egress
+
+    policy = parse_egress(text)
+    return str(policy) if policy.kind != "list" else [str(d) for d in policy.destinations]

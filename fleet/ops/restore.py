@@ -84,7 +84,7 @@ def restore(
     fleet.hosting.create_volume(tenant, target)
     try:
         r0 = time.monotonic()
-        txid = _restore_volume(fleet, tenant, target, image, stamp)
+        txid = restore_volume(fleet, tenant, target, image, stamp)
         restore_s = time.monotonic() - r0
         archived = archive(s3, tenant) if stamp else None
         removed = _remove_stale(fleet, stale)
@@ -94,6 +94,7 @@ def restore(
             labels=source.labels if source else {},
             memory=memory,
             cpus=cpus,
+            egress=source.egress if source else None,
         )
         result = create(fleet, tenant, options, host=target)
     except BaseException:
@@ -129,15 +130,30 @@ def _refuse_live_copies(
             )
 
 
-def _restore_volume(fleet: Fleet, tenant: str, host: str, image: str, stamp: str | None) -> int:
-    """Restore the backup into the tenant's (new) volume on ``host``; the txid restored."""
+def restore_volume(
+    fleet: Fleet,
+    tenant: str,
+    host: str,
+    image: str,
+    stamp: str | None,
+    *,
+    backup_of: str | None = None,
+) -> int:
+    """Restore a backup (the tenant's own, or ``backup_of``'s: `fleet fork`) as of ``stamp``
+    (from parse_timestamp; None: the newest) into the tenant's new volume on ``host``, with
+    a one-off container of ``image``; the txid restored."""
     argv = ["litestream", "restore", "-config", names.LITESTREAM_CONFIG, "-json"]
     if stamp:
         argv += ["-timestamp", stamp]
     argv.append(names.DB_PATH)
-    # The tenant's own key (read is all it needs here); the container made next gets the same.
-    job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
-    return restored_txid(fleet.hosting.run_oneoff(host, job))
+    if backup_of is None:
+        # The tenant's own key (read is all it needs here); the container made next gets it too.
+        job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
+        return restored_txid(fleet.hosting.run_oneoff(host, job))
+    # Another tenant's backup: a key that only reads it, deleted once the job is done.
+    with fleet.storage.reader_of(backup_of) as reader:
+        job = OneOff(tenant, image, reader, argv, replica=backup_of)
+        return restored_txid(fleet.hosting.run_oneoff(host, job))
 
 
 def _remove_stale(fleet: Fleet, stale: list[Tenant]) -> list[str]:

@@ -62,6 +62,7 @@ class TenantStatus:
             "database": t.database,
             "app": t.app,
             "image": t.image,
+            "egress": t.egress,
             "created_at": t.created_at,
             "age_s": round(now - t.created_at, 1),
             "ttl": t.ttl,

@@ -25,6 +25,7 @@ from fleet.core.errors import (
 )
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
+from fleet.engine.egress import parse_egress
 from fleet.storage import databases, fence
 from fleet.storage.credentials import accepted
 from fleet.storage.final_sync import check_final_sync
@@ -47,9 +48,12 @@ class TenantOptions:
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     postgres: bool = False  # PostgreSQL: a role and database of its own on FLEET_PG_ADMIN_URL
     token: str | None = None  # a moved tenant keeps its API token
+    egress: str | None = None  # fleet/engine/egress.py; default public
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
+        if self.egress is not None:
+            parse_egress(self.egress)
         if self.ttl is not None:
             parse_duration(self.ttl)
         if self.db_url is not None:
@@ -70,6 +74,7 @@ class TenantOptions:
             cpus=spec.cpus,
             env=dict(spec.env),
             token=spec.token or None,
+            egress=spec.egress,
         )
 
 
@@ -187,6 +192,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
+            ("--egress", given.egress is not None and _egress(given.egress) != t.egress),
         )
         if differs
     ]
@@ -197,6 +203,11 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             f"run `fleet up {t.name}` alone, or `fleet rm {t.name}` (its backup is kept) "
             "and `fleet up` it again with the new settings",
         )
+
+
+def _egress(text: str | None) -> str:
+    """The canonical text of a policy (``None``: the default)."""
+    return str(parse_egress(text or names.DEFAULT_EGRESS))
 
 
 def create(
@@ -280,6 +291,7 @@ def _spec(
         env=options.env,
         labels=labels,
         host=host,  # the lease keeper names its holder "<host>/<container id>"
+        egress=_egress(options.egress),
         **where,
     )
     return spec, note

@@ -20,6 +20,12 @@ read the fleet's own admin key anyway. It is never printed, logged or put on a c
 (it travels in API request bodies only). A tenant created anew elsewhere (restore on another
 host, migrate) gets a new key and the old one stops working: a stale copy of the tenant that
 comes back cannot write to the bucket.
+
+Reading another tenant's backup (`fleet fork SRC NEW` restores SRC's replica into NEW's new
+volume) takes a key of a throwaway user (``lfread-<random>``) whose policy,
+``read_policy``, allows getting and listing SRC's replica only: no write, no lease. It lives
+for that one-off job and is deleted right after (``reader``), so neither NEW nor the job ever
+holds SRC's write key.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fleet.core.errors import ObjectStoreError
@@ -84,6 +91,29 @@ def policy(bucket: str, tenant: str) -> dict[str, Any]:
     }
 
 
+def read_policy(bucket: str, tenant: str) -> dict[str, Any]:
+    """Read-only on the tenant's replica: what `litestream restore` of it needs."""
+    prefix = backup_prefix(tenant)
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadReplica",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            },
+            {
+                "Sid": "ListReplica",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}*"]}},
+            },
+        ],
+    }
+
+
 class TenantKeys:
     """Tenants' users and keys, made with the fleet's admin key through the store's IAM API
     (``endpoint``; None: AWS IAM)."""
@@ -100,6 +130,19 @@ class TenantKeys:
         key = self._issue(user, policy(self.bucket, tenant), f"tenant {tenant!r}")
         log.info("issued a key of its own", tenant=tenant, user=user)
         return key
+
+    @contextlib.contextmanager
+    def reader(self, fleet: S3Settings, tenant: str) -> Iterator[tuple[str, str]]:
+        """A key that reads the tenant's replica only, for the ``with`` block: made, checked
+        on the store (``fleet``: where this machine reaches it), and deleted on leaving."""
+        user = f"lfread-{secrets.token_hex(6)}"
+        try:
+            key = self._issue(user, read_policy(self.bucket, tenant), f"reading {tenant!r}")
+            wait_readable(S3Settings(fleet.endpoint, fleet.bucket, fleet.region, *key), tenant)
+            log.info("issued a read-only key on a backup", tenant=tenant, user=user)
+            yield key
+        finally:
+            self._delete_user(user, f"reading {tenant!r}")
 
     def revoke(self, tenant: str) -> bool:
         """Delete the tenant's keys, policy and user; False when it had none."""
@@ -198,6 +241,27 @@ def wait_usable(s3: S3Settings, tenant: str, timeout: float = KEY_USABLE_WAIT_S)
                 raise ObjectStoreError(
                     f"the object store does not accept the key made for {tenant!r} on its "
                     f"lease after {timeout:g}s: {exc}",
+                    SETUP_HINT,
+                ) from None
+        time.sleep(0.5)
+
+
+def wait_readable(s3: S3Settings, tenant: str, timeout: float = KEY_USABLE_WAIT_S) -> None:
+    """Wait until the store lets ``s3``'s key list the tenant's replica (as wait_usable)."""
+    import botocore.exceptions
+
+    from .s3 import client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client(s3).list_objects_v2(Bucket=s3.bucket, Prefix=backup_prefix(tenant), MaxKeys=1)
+            return
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            if time.monotonic() >= deadline:
+                raise ObjectStoreError(
+                    f"the object store does not accept the read-only key made for {tenant!r}'s "
+                    f"backup after {timeout:g}s: {_code(exc)}",
                     SETUP_HINT,
                 ) from None
         time.sleep(0.5)

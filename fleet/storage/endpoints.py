@@ -10,8 +10,9 @@ store's IAM API (fleet/storage/credentials.py); ``shared``, the fleet's own. Uns
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +71,19 @@ class S3Endpoints:
                 self._issued[tenant] = self._issue(tenant)
             return self._issued[tenant]
 
+    @contextlib.contextmanager
+    def reader_of(self, tenant: str) -> Iterator[S3Settings]:
+        self.for_fleet(start=True)
+        assert self._tenants is not None and self._fleet is not None
+        if self.credentials() == CREDENTIALS_SHARED:
+            yield self._tenants
+            return
+        self._refuse_unchecked()
+        with self._tenant_keys().reader(self._fleet, tenant) as (key_id, secret):
+            yield S3Settings(
+                self._tenants.endpoint, self._fleet.bucket, self._fleet.region, key_id, secret
+            )
+
     def forget_tenant(self, tenant: str) -> bool:
         if self.credentials() != CREDENTIALS_IAM:
             return False
@@ -91,6 +105,15 @@ class S3Endpoints:
         assert self._tenants is not None and self._fleet is not None
         if self.credentials() == CREDENTIALS_SHARED:
             return self._tenants
+        self._refuse_unchecked()
+        key_id, secret = self._tenant_keys().issue(tenant)
+        own = S3Settings(
+            self._fleet.endpoint, self._fleet.bucket, self._fleet.region, key_id, secret
+        )
+        wait_usable(own, tenant)
+        return own.with_endpoint(self._tenants.endpoint)
+
+    def _refuse_unchecked(self) -> None:
         if self._unchecked:
             raise ObjectStoreError(
                 f"the embedded object store ({self.settings.s3_container}) was made by an "
@@ -99,12 +122,6 @@ class S3Endpoints:
                 "`fleet s3 up` replaces it while it holds no data; or set "
                 "FLEET_S3_CREDENTIALS=shared",
             )
-        key_id, secret = self._tenant_keys().issue(tenant)
-        own = S3Settings(
-            self._fleet.endpoint, self._fleet.bucket, self._fleet.region, key_id, secret
-        )
-        wait_usable(own, tenant)
-        return own.with_endpoint(self._tenants.endpoint)
 
     def _credentials_mode(self) -> str:
         s = self.settings

@@ -61,19 +61,67 @@ def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None =
     ``timestamp``, from parse_timestamp, when given); ObjectStoreError when that fails."""
     config = out.with_name(out.name + ".litestream.yml")
     config.write_text(restore_config(s3, tenant))
+    options = ["-timestamp", timestamp] if timestamp else []
+    cmd = _restore_command(config, out, options)
+    proc = subprocess.run(
+        cmd, env=_env(s3, out.parent), capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0 or not out.exists():
+        raise ObjectStoreError(f"litestream restore failed: {last_error(proc.stderr)}")
+
+
+def follow_copy(s3: S3Settings, tenant: str, out: Path, config: Path) -> subprocess.Popen[str]:
+    """Start ``litestream restore -f``: restore the tenant's database into ``out`` (or resume
+    a copy it followed before: ``out-txid`` holds the last txid applied), then apply each
+    new replicated transaction to it, polling every second, until stopped (SIGINT/SIGTERM).
+    Each update is written under SQLite's exclusive lock: readers opening ``out`` read-only
+    see whole transactions. ``config`` is where its config file is written. Its log (stderr)
+    is the caller's to read, line by line."""
+    config.write_text(restore_config(s3, tenant))
+    return subprocess.Popen(
+        _restore_command(config, out, ["-f"]),
+        env=_env(s3, out.parent),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the caller stops it: a Ctrl-C on the terminal goes to us
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, even by
+    SIGKILL (Linux's PR_SET_PDEATHSIG), so that no follower outlives its watch."""
+    import contextlib
+    import ctypes
+    import signal
+
+    # Not Linux: no prctl; the caller's own clean-up still stops it.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def followed_txid(out: Path) -> int | None:
+    """The txid ``litestream restore -f`` last applied to ``out`` (None: not yet restored)."""
+    try:
+        return int(Path(f"{out}-txid").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return None
+
+
+def _restore_command(config: Path, out: Path, options: list[str]) -> list[str]:
     cmd = [litestream_binary(), "restore", "-config", str(config), "-o", str(out)]
-    if timestamp:
-        cmd += ["-timestamp", timestamp]
-    cmd.append(DB_PATH)
-    env = {
+    return [*cmd, *options, DB_PATH]
+
+
+def _env(s3: S3Settings, home: Path) -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(out.parent),
+        "HOME": str(home),
         "LITESTREAM_ACCESS_KEY_ID": s3.access_key_id,
         "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
     }
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 or not out.exists():
-        raise ObjectStoreError(f"litestream restore failed: {_last_error(proc.stderr)}")
 
 
 def restored_txid(output: str) -> int:
@@ -86,7 +134,8 @@ def restored_txid(output: str) -> int:
         ) from None
 
 
-def _last_error(stderr: str) -> str:
+def last_error(stderr: str) -> str:
+    """The last non-empty line of Litestream's log, shortened."""
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "no output"
 

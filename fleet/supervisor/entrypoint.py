@@ -2,7 +2,9 @@
 runs (``python3 -I -m fleet.supervisor``; -I: never import from the working directory, /data,
 or PYTHON* variables).
 
-- ``start``: PostgreSQL tenants exec the runtime alone. SQLite tenants: check the settings,
+- ``start``: first waits until the host enforces the tenant's egress policy (egress.py: a
+  tenant the fleet gave a policy runs nothing without its rules). PostgreSQL tenants exec the
+  runtime alone. SQLite tenants: check the settings,
   write the runtime's environment to APP_ENV_FILE, then exec the keeper (``keep``, in a
   trimmed environment), which takes the lease and forks the child that runs ``replicate``.
 - ``replicate`` (the keeper's child, under the lease): restore if empty or behind the replica
@@ -44,6 +46,9 @@ def _self(*args: str) -> list[str]:
 
 
 def start(environ: dict[str, str]) -> int:
+    from .egress import wait_until_enforced
+
+    wait_until_enforced(environ, log)
     if uses_postgres(environ):
         env = runtime_env(environ)
         os.execvpe("agent-runtime", serve_command(env, environ[ENV_DB]), env)

@@ -36,11 +36,18 @@ ENV_TOKEN = "AGENT_RUNTIME_TOKEN"
 ENV_APP = "AGENT_RUNTIME_APP"
 ENV_DB = "AGENT_RUNTIME_DB"  # postgresql://... selects the PostgreSQL backend
 ENV_PGPASSWORD = "PGPASSWORD"
+# The tenant's egress policy (fleet/engine/egress.py). When set, the supervisor starts nothing
+# until the host enforces it (fleet/supervisor/egress.py).
+ENV_EGRESS = "LITEFLEET_EGRESS"
 S3_CREDENTIALS = (ENV_S3_ACCESS_KEY_ID, ENV_S3_SECRET_ACCESS_KEY)
 
 DEFAULT_APP = "agent_runtime.examples"
 DEFAULT_REGION = "us-east-1"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+# A TCP destination only a tenant's own egress chain answers, with a reset (see
+# fleet/engine/egress_rules.py): 192.0.0.8 is the IPv4 dummy address (RFC 7600), no host has it.
+EGRESS_SENTINEL = ("192.0.0.8", 9)
 
 # -- object keys in the bucket
 BACKUP_PREFIX = "tenants/"  # Litestream's replica of each tenant

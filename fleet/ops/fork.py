@@ -1,0 +1,161 @@
+"""`fleet fork SRC NEW [--at TIME]`: a new tenant whose database is another tenant's backup as
+of a point in time, to try a change from the exact state an agent was in.
+
+SRC is only read, through its backup (``tenants/SRC/``): never its container, volume or lease,
+so it may be running, stopped or parked. NEW's volume is filled by restore.py's one-off
+restore pointed at SRC's replica; from then on NEW is a tenant like any other, created by
+``tenants.create``: its own API token, lease (``leases/NEW.json``), replica path
+(``tenants/NEW/``) and credentials, SRC's image, app, limits and environment, and the user
+label ``litefleet.forked-from=SRC``. Its runtime recovers every run that was unfinished at
+TIME, so those runs continue in NEW (their steps in flight at TIME run again there: forking
+repeats side effects, as any re-execution does).
+
+"As of TIME" is what Litestream replicated by TIME: each replicated transaction carries the
+time it was shipped (about a second after its commit). A TIME a few seconds ahead is waited
+for, so that a fork "as of now" holds what was committed until now.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from fleet.core import names
+from fleet.core.context import Fleet
+from fleet.core.errors import (
+    BackupNotFound,
+    FleetError,
+    InvalidArgument,
+    ObjectStoreError,
+    TenantNotFound,
+)
+from fleet.core.hosting import Tenant, TransferProgress
+from fleet.storage.backups import backup_state, txid_time
+from fleet.storage.litestream import parse_timestamp
+
+from .restore import restore_volume
+from .tenants import TenantOptions, claim_and_copy, create, find_or_none
+
+# A TIME up to this far ahead is waited for; uploads in flight get SETTLE_S more.
+MAX_AHEAD_S = 10.0
+SETTLE_S = 2.0
+
+
+@dataclass(frozen=True)
+class ForkResult:
+    source: str
+    tenant: Tenant
+    txid: int  # the newest of SRC's transactions NEW starts from
+    at: str  # TIME as given (UTC), else when that transaction was replicated
+    restore_s: float
+    total_s: float  # until NEW answered /healthz
+
+
+def fork(
+    fleet: Fleet,
+    src: str,
+    new: str,
+    *,
+    at: str | None = None,
+    host: str | None = None,
+    labels: dict[str, str] | None = None,
+    template: str | None = None,
+    progress: TransferProgress | None = None,
+) -> ForkResult:
+    names.check_tenant(src)
+    names.check_tenant(new)
+    if src == new:
+        raise InvalidArgument("a fork needs a new name", f"e.g. `fleet fork {src} {src}-try`")
+    if template is not None:
+        raise InvalidArgument("--template: tenant templates are not available in this version")
+    stamp = parse_timestamp(at) if at else None
+    t0 = time.monotonic()
+    s3 = fleet.storage.checked()
+    _refuse_existing(fleet, new, backup_state(s3, new).objects)
+    source = find_or_none(fleet, src)
+    if backup_state(s3, src).txid == 0:
+        raise BackupNotFound(src, s3.bucket) if source else TenantNotFound(src)
+    options = _options(fleet, src, source, labels or {})
+    image = options.image or fleet.settings.image
+    target = fleet.hosting.place(host)
+    claim_and_copy(fleet, new, target, image, False, progress)
+    if stamp:
+        _wait_for(stamp)
+    fleet.hosting.create_volume(new, target)
+    try:
+        r0 = time.monotonic()
+        txid = _restore(fleet, src, new, target, image, stamp)
+        restore_s = time.monotonic() - r0
+        created = create(fleet, new, options, host=target).tenant
+    except BaseException:
+        if not any(t.host == target for t in fleet.hosting.tenants(name=new)):
+            fleet.hosting.remove_volume(new, target)  # leave nothing half-made behind
+        raise
+    return ForkResult(
+        source=src,
+        tenant=created,
+        txid=txid,
+        at=_shown(stamp) if stamp else _replicated_at(txid_time(s3, src, txid)),
+        restore_s=restore_s,
+        total_s=time.monotonic() - t0,
+    )
+
+
+def _refuse_existing(fleet: Fleet, new: str, backup_objects: int) -> None:
+    """NEW must be a new name: no container anywhere, no backup (a removed tenant's backup
+    would be restored by `fleet up NEW`, and NEW's replication must start from nothing)."""
+    existing = find_or_none(fleet, new)
+    if existing is not None:
+        raise InvalidArgument(
+            f"tenant {new!r} exists (on host {existing.host!r})", "fork into a new name"
+        )
+    if backup_objects:
+        raise InvalidArgument(
+            f"tenant {new!r} has a backup in object storage",
+            f"fork into a new name, or delete it with `fleet up {new}` then "
+            f"`fleet rm {new} --purge`",
+        )
+
+
+def _options(
+    fleet: Fleet, src: str, source: Tenant | None, labels: dict[str, str]
+) -> TenantOptions:
+    """SRC's settings (defaults when it has no container), a token of NEW's own."""
+    base = TenantOptions.of(fleet.hosting.spec_of(source)) if source else TenantOptions()
+    merged = {**base.labels, **labels, names.LABEL_FORKED_FROM: src}
+    return replace(base, token=None, labels=merged)
+
+
+def _restore(fleet: Fleet, src: str, new: str, host: str, image: str, stamp: str | None) -> int:
+    try:
+        return restore_volume(fleet, new, host, image, stamp, backup_of=src)
+    except ObjectStoreError:
+        raise
+    except FleetError as exc:
+        if stamp and "restore plan" in exc.message:  # nothing replicated by then
+            raise ObjectStoreError(
+                f"no backup of {src!r} as of {_shown(stamp)}",
+                "pick a later --at (`fleet pull --at` shows what a time holds)",
+            ) from None
+        raise
+
+
+def _wait_for(stamp: str) -> None:
+    """Let a TIME just ahead pass (plus the uploads in flight then); refuse one far ahead."""
+    ahead = datetime.fromisoformat(stamp).timestamp() - time.time()
+    if ahead > MAX_AHEAD_S:
+        raise InvalidArgument(f"--at {_shown(stamp)} is in the future", "omit --at for now")
+    if ahead + SETTLE_S > 0:
+        time.sleep(ahead + SETTLE_S)
+
+
+def _shown(stamp: str) -> str:
+    """Litestream's ``...T07:00:00.000000Z`` as ``...T07:00:00Z`` (fractions kept if any)."""
+    return stamp.replace(".000000Z", "Z")
+
+
+def _replicated_at(when: datetime | None) -> str:
+    if when is None:
+        return "the newest replicated state"
+    return _shown(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
