@@ -111,6 +111,28 @@ def test_a_tenant_key_reaches_its_own_backup_and_lease_only(store: S3Settings) -
         other.issue(b)
 
 
+def test_a_fork_reads_the_source_backup_with_a_key_that_only_reads_it(store: S3Settings) -> None:
+    """`fleet fork SRC NEW`: the restore job's key gets SRC's replica and nothing else, and
+    stops working when the job is done."""
+    src, other = _tenant(), _tenant()
+    for t in (src, other):
+        request(store, "PUT", f"tenants/{t}/0000/x.ltx", t.encode())
+        request(store, "PUT", lease_key(t), b"{}")
+    keys = TenantKeys(store, store.endpoint)
+    with keys.reader(store, src) as key:
+        reader = _with_key(store, key)
+        assert request(reader, "GET", f"tenants/{src}/0000/x.ltx")[2] == src.encode()
+        listed = s3_client(reader).list_objects_v2(Bucket=BUCKET, Prefix=f"tenants/{src}/")
+        assert [o["Key"] for o in listed["Contents"]] == [f"tenants/{src}/0000/x.ltx"]
+        assert _status(reader, "PUT", f"tenants/{src}/0000/y.ltx", b"evil") == 403
+        assert _status(reader, "DELETE", f"tenants/{src}/0000/x.ltx") == 403
+        for key_name in (lease_key(src), f"tenants/{other}/0000/x.ltx", "manifests/x.json"):
+            assert _status(reader, "GET", key_name) == 403, key_name
+            assert _status(reader, "PUT", key_name, b"evil") == 403, key_name
+    assert _status(reader, "GET", f"tenants/{src}/0000/x.ltx") == 403  # deleted with its user
+    assert request(store, "GET", f"tenants/{src}/0000/x.ltx")[2] == src.encode()
+
+
 def test_listing_is_scoped_by_policy_but_moto_ignores_the_prefix(store: S3Settings) -> None:
     """The policy limits listing to its own prefix (AWS and MinIO enforce it); moto does not
     evaluate s3:prefix, so names (never contents) of other tenants' objects show there. The
