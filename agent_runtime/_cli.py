@@ -116,6 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ._http import build_app
     from ._loader import load_app
     from ._runtime import Runtime
+    from ._server import Server
 
     if not 0 < args.port < 65536:
         raise AgentRuntimeError(f"--port must be 1-65535, got {args.port}")
@@ -152,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws="none",
         timeout_graceful_shutdown=int(args.grace) + 1,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)  # uvicorn's, with a 1 s idle tick (_server.py)
 
     # uvicorn handles SIGTERM/SIGINT (graceful shutdown, our lifespan drains the runtime)
     # and afterwards re-raises the signal under the handler it found. Leave it a no-op

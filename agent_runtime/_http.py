@@ -16,6 +16,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import _metrics
+from ._activity import PATH as ACTIVITY_PATH
+from ._activity import Activity, ActivityTracker, activity_endpoint
 from ._errors import (
     InvalidInput,
     RunNotFound,
@@ -164,7 +166,10 @@ def build_app(runtime: Runtime, *, token: str | None = None, grace: float = 10.0
         Route("/v1/runs/{id}/signals/{name}", signal, methods=["POST"]),
         Route("/v1/runs/{id}/cancel", cancel, methods=["POST"]),
     ]
+    activity = Activity()
+    routes.append(Route(ACTIVITY_PATH, activity_endpoint(runtime, activity)))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_ERRORS)
+    app.add_middleware(ActivityTracker, activity=activity)  # inside BearerAuth: counted once
     app.add_middleware(JSONErrors)
     if token:
         app.add_middleware(BearerAuth, token=token)

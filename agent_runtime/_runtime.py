@@ -234,6 +234,11 @@ class Runtime:
             status=status, workflow=workflow, limit=limit, cursor=cursor
         )
 
+    @property
+    def executing(self) -> int:
+        """Runs this process is executing now (sleeping and waiting runs hold no task)."""
+        return len(self._active)
+
     async def history(self, run_id: str) -> list[Event]:
         await self.get(run_id)
         return await self.store.history(run_id)

@@ -87,13 +87,17 @@ def tenant_image(docker_client: Any) -> str:
 
 @pytest.fixture(scope="session")
 def object_store(docker_client: Any) -> ObjectStore:
-    """The embedded store (shared with anything else on this engine), with a test bucket.
-    FLEET_S3_CONTAINER / FLEET_S3_PORT, when set, name another one (the fleet CLI the tests
-    run inherits them, so it uses the same store)."""
+    """The embedded store (shared with anything else on this engine), with a test bucket."""
     _require_image(docker_client, image_ref("s3"))
+    return the_store(docker_client, TEST_BUCKET)
+
+
+def the_store(docker_client: Any, bucket: str) -> ObjectStore:
+    """The embedded store the fleet CLI of the tests uses, with ``bucket``: FLEET_S3_CONTAINER
+    / FLEET_S3_PORT, when set, name another one than the default (the CLI inherits them)."""
     return ensure_object_store(
         docker_client,
-        bucket=TEST_BUCKET,
+        bucket=bucket,
         name=os.environ.get("FLEET_S3_CONTAINER") or STORE_CONTAINER,
         port=int(os.environ.get("FLEET_S3_PORT") or 9000),
     )

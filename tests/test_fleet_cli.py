@@ -14,6 +14,10 @@ from .fleet_support import cli, fleet, one_line_error
 COMMANDS = {
     "up",
     "k8s",
+    "park",
+    "wake",
+    "token",
+    "gateway",
     "ls",
     "down",
     "rm",
@@ -122,7 +126,11 @@ def test_bad_input_is_one_line(
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     r = cli(capsys, "up")
-    assert r.code == 2 and "Missing argument" in r.err
+    assert r.code == 2 and "name at least one tenant" in one_line_error(r)
+    r = cli(capsys, "park", "--count", "3")
+    assert r.code == 2 and "--count N and --prefix P go together" in one_line_error(r)
+    r = cli(capsys, "wake", "a", "a")
+    assert r.code == 2 and "named twice" in one_line_error(r)
     r = cli(capsys, "frobnicate")
     assert r.code == 2 and "No such command" in r.err
 

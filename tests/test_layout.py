@@ -1,4 +1,4 @@
-"""The shape of fleet/ (README "Layout"): imports flow one way, cli -> console -> ops ->
+"""The shape of fleet/ (README "Layout"): imports flow one way, cli -> console/gateway -> ops ->
 storage -> engine -> core -> supervisor; functions stay short; `fleet --help` loads no heavy
 library."""
 
@@ -14,8 +14,8 @@ import pytest
 FLEET = Path(__file__).resolve().parents[1] / "fleet"
 # Lower layers never import higher ones. storage may use engine (the embedded store is a
 # container); engine never uses storage.
-# console (the web console) is a long-running server above ops/; cli only starts it.
-LAYERS = ["supervisor", "core", "engine", "storage", "ops", "console", "cli"]
+# console (the web console) and gateway are long-running servers above ops/; cli starts them.
+LAYERS = ["supervisor", "core", "engine", "storage", "ops", "gateway", "console", "cli"]
 TOP = {"demo"}  # scripts on top of everything
 
 

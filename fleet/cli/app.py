@@ -10,10 +10,10 @@ import sys
 from fleet.core.errors import FleetError, translate
 
 # The command modules register their commands on the app when imported.
-from . import admin, backups, hosts, lifecycle, observe, runs
+from . import admin, backups, hosts, lifecycle, observe, parking, runs
 from .base import app
 
-__all__ = ["admin", "app", "backups", "hosts", "lifecycle", "main", "observe", "runs"]
+__all__ = ["admin", "app", "backups", "hosts", "lifecycle", "main", "observe", "parking", "runs"]
 
 
 def main(argv: list[str] | None = None) -> None:

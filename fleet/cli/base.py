@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,6 +47,14 @@ app.add_typer(k8s_app, name="k8s")
 Tenant = Annotated[
     str, typer.Argument(help="Tenant name (a DNS label: a-z, 0-9, '-').", metavar="TENANT")
 ]
+Tenants = Annotated[
+    list[str] | None,
+    typer.Argument(help="Tenant names (DNS labels: a-z, 0-9, '-').", metavar="TENANT..."),
+]
+Count = Annotated[
+    int | None, typer.Option(help="Also N tenants named <prefix>1..<prefix>N.", metavar="N")
+]
+Prefix = Annotated[str | None, typer.Option(help="Name prefix for --count.", metavar="P")]
 Labels = Annotated[
     list[str] | None,
     typer.Option("--label", "-l", help="Label k=v (repeatable; all must match).", metavar="K=V"),
@@ -131,6 +139,50 @@ def image_progress() -> TransferProgress:
     from .output_hosts import ImageProgress
 
     return ImageProgress()
+
+
+class BulkProgress:
+    """One progress bar on stderr for a command over many tenants (none for one tenant)."""
+
+    def __init__(self, verb: str, total: int) -> None:
+        self.verb, self.total = verb, total
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> BulkProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def start(self, total: int) -> None:
+        if total < 2:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from .output import err
+
+        self.bar = Progress(
+            TextColumn(self.verb),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task = self.bar.add_task(self.verb, total=total)
+        self.bar.start()
+
+    def done(self, tenant: str, result: object) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ import typer
 from fleet.core import names
 
 from .base import (
+    BulkProgress,
+    Count,
     Cpus,
     Egress,
     EnvVars,
@@ -18,8 +20,10 @@ from .base import (
     Json,
     Labels,
     Memory,
+    Prefix,
     Purge,
     Tenant,
+    Tenants,
     Yes,
     app,
     confirm,
@@ -28,6 +32,26 @@ from .base import (
     labels,
 )
 
+AppModule = Annotated[
+    str, typer.Option("--app", help="Python module (or file) registering the workflows.")
+]
+Image = Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")]
+Ttl = Annotated[
+    str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
+]
+IdlePark = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-park",
+        help="Park it once it has had no API request for this long (e.g. 10m) and no run"
+        " is executing; `fleet gateway` does it, and wakes it on the next request.",
+        metavar="DURATION",
+    ),
+]
+Host = Annotated[
+    str | None,
+    typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
+]
 DbUrl = Annotated[
     str | None,
     typer.Option(
@@ -63,37 +87,34 @@ Postgres = Annotated[
 @app.command()
 def up(
     ctx: typer.Context,
-    tenant: Tenant,
-    app_module: Annotated[
-        str, typer.Option("--app", help="Python module (or file) registering the workflows.")
-    ] = names.DEFAULT_APP,
-    image: Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")] = None,
+    tenant: Tenants = None,
+    count: Count = None,
+    prefix: Prefix = None,
+    app_module: AppModule = names.DEFAULT_APP,
+    image: Image = None,
     label: Labels = None,
-    ttl: Annotated[
-        str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
-    ] = None,
+    ttl: Ttl = None,
+    idle_park: IdlePark = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
     env: EnvVars = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
-    ] = None,
+    host: Host = None,
     force_takeover: ForceTakeover = False,
     egress: Egress = None,
     db_url: DbUrl = None,
     db_url_file: DbUrlFile = None,
     postgres: Postgres = False,
 ) -> None:
-    """Create and start a tenant (or start it again); waits until it is healthy."""
+    """Create and start tenants (or start, or wake, them again); waits until they are healthy."""
     from fleet.core.names import parse_env
-    from fleet.ops import tenants
+    from fleet.ops import bulk, tenants
 
     from . import output
 
     if db_url_file is not None:
         db_url = read_db_url(db_url_file, db_url)
 
+    todo = bulk.tenant_names(tenant or [], count, prefix)
     options = tenants.TenantOptions(
         app=app_module,
         image=image,
@@ -104,17 +125,20 @@ def up(
         env=parse_env(env),
         db_url=db_url,
         postgres=postgres,
+        idle_park=idle_park,
         egress=egress,
     )
-    result = tenants.up(
-        fleet_of(ctx),
-        tenant,
-        options,
-        host=host,
-        force_takeover=force_takeover,
-        progress=image_progress(),
-    )
-    output.up(result)
+    with BulkProgress("starting", len(todo)) as progress:
+        done = bulk.up_many(
+            fleet_of(ctx),
+            todo,
+            options,
+            host=host,
+            force_takeover=force_takeover,
+            progress=image_progress(),
+            reporter=progress,
+        )
+    output.bulk(done, output.up)
 
 
 def read_db_url(path: Path, given: str | None) -> str:

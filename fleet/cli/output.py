@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,13 @@ from rich.table import Table
 
 from fleet.core.durations import format_duration
 from fleet.core.errors import FleetError
+from fleet.ops.bulk import Outcome
 from fleet.ops.inspect import Report
+from fleet.ops.park import ParkResult
 from fleet.ops.removal import Removal, RmResult
 from fleet.ops.status import TenantStatus
 from fleet.ops.tenants import UpResult
+from fleet.ops.wake import WakeResult
 from fleet.ops.watch import Update
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -54,15 +58,33 @@ def note(text: str) -> None:
     err.print(text)
 
 
-def up(result: UpResult) -> None:
+def bulk(outcome: Outcome[Any], show: Callable[[Any, bool], None]) -> None:
+    """Each result (``show(result, compact)``), each failure on stderr; the first failure's
+    exit code when any failed."""
+    total = len(outcome.done) + len(outcome.failed)
+    for result in outcome.done:
+        show(result, total > 1)
+    if outcome.failed and total == 1:
+        raise outcome.failed[0]
+    for failure in outcome.failed:
+        err.print(f"fleet: {failure.line()}", markup=False, highlight=False)
+    if outcome.failed:
+        first = outcome.failed[0]
+        summary = FleetError(f"{len(outcome.failed)} of {total} tenants failed (listed above)")
+        summary.exit_code = first.exit_code
+        raise summary
+
+
+def up(result: UpResult, compact: bool = False) -> None:
     t = result.tenant
-    verb = {"created": "created", "started": "started", "running": "already running"}[result.action]
+    verbs = {"created": "created", "started": "started", "running": "already running"}
+    verb = verbs.get(result.action, result.action)
     if result.note:
         err.print(f"note: {result.note}", markup=False, highlight=False)
     if result.warning:
         err.print(f"warning: {result.warning}", markup=False, highlight=False)
     out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host}: API at {t.url}")
-    if result.action != "running":
+    if result.action != "running" and not compact:
         out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
 
 
@@ -216,6 +238,32 @@ def removal(r: Removal) -> None:
     if r.failed:
         total = len(r.done) + len(r.failed)
         raise FleetError(f"{len(r.failed)} of {total} tenant(s) could not be removed")
+
+
+def parked(result: ParkResult, compact: bool = False) -> None:
+    if result.already:
+        out.print(f"tenant [bold]{result.tenant}[/] already parked")
+        return
+    when = ""
+    if result.next_wake_at is not None:
+        stamp = datetime.fromtimestamp(result.next_wake_at, UTC).isoformat(timespec="seconds")
+        when = f"; next durable deadline {stamp} (the gateway wakes it then)"
+    out.print(f"tenant [bold]{result.tenant}[/] parked in {result.seconds:.2f}s{when}")
+    if result.interrupted:
+        err.print(
+            f"note: {result.tenant}: {result.interrupted} run(s) were executing; they resume "
+            "when it wakes",
+            markup=False,
+            highlight=False,
+        )
+
+
+def woken(result: WakeResult, compact: bool = False) -> None:
+    t = result.tenant
+    verb = {"running": "already running", "waited": "woken (by another process)"}.get(
+        result.action, result.action
+    )
+    out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host} in {result.seconds:.2f}s")
 
 
 def watched(tenant: str, path: Any, update: Update) -> None:

@@ -37,6 +37,7 @@ def run(
         id=id,
         wait=wait,
         timeout=timeout,
+        notify=output.note,
     )
     output.print_json(result) if json else output.run(result)
     if wait and result.get("status") != "completed":
@@ -59,7 +60,9 @@ def runs_(
 
     from . import output
 
-    rows = runs.runs(fleet_of(ctx), tenant, status=status, workflow=workflow, limit=limit)
+    rows = runs.runs(
+        fleet_of(ctx), tenant, status=status, workflow=workflow, limit=limit, notify=output.note
+    )
     output.print_json(rows) if json else output.runs(rows)
 
 
@@ -78,7 +81,8 @@ def signal(
 
     from . import output
 
-    result = runs.signal(fleet_of(ctx), tenant, run, name, runs.parse_json(data, "--data"))
+    payload = runs.parse_json(data, "--data")
+    result = runs.signal(fleet_of(ctx), tenant, run, name, payload, notify=output.note)
     output.out.print(f"signal {name} sent to run {run}" + _status_suffix(result))
 
 
@@ -91,7 +95,7 @@ def cancel(
 
     from . import output
 
-    result = runs.cancel(fleet_of(ctx), tenant, run)
+    result = runs.cancel(fleet_of(ctx), tenant, run, notify=output.note)
     output.out.print(f"run {run} cancel requested" + _status_suffix(result))
 
 

@@ -41,6 +41,9 @@ class Tenant:
     egress: str | None = None  # its egress policy, where the host enforces one
     token: str | None = field(default=None, repr=False)
     id: str = ""  # the engine's id of its container: the lease names it
+    idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
+    started_at: float | None = None  # when it last started (epoch s), while running
+    next_wake_at: float | None = None  # parked: its earliest durable deadline (epoch s)
     handle: Any = field(default=None, repr=False, compare=False)  # the hosting's own object
     address: str = "127.0.0.1"  # where the API's port is: loopback, or a Swarm node
 

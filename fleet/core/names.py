@@ -106,6 +106,7 @@ LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
 LABEL_DATABASE = LABEL_PREFIX + "database"  # `up --postgres`: the role and database it owns
+LABEL_IDLE_PARK = LABEL_PREFIX + "idle-park"  # as given, e.g. "10m": the gateway parks it then
 LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
 # A user label (shown by `fleet ls`, filterable with --label) on a tenant made by `fleet fork`.
@@ -131,6 +132,16 @@ DEFAULT_MEMORY = "256m"
 DEFAULT_CPUS = 0.5
 DEFAULT_PIDS = 256
 DEFAULT_TMP_SIZE = "64m"
+# The engine's own health check of a tenant container: None turns it off. Each check is a
+# `docker exec` (~65 ms of CPU in runc, dockerd and the container): every 15 s that was the
+# largest part of an idle tenant's CPU. `fleet up` waits for /healthz itself and `fleet ls`
+# probes it in the exec it makes anyway. Set an interval (s) for tools that need the
+# engine's health status (docs/benchmarks.md, "Idle tenants").
+HEALTH_CHECK_INTERVAL_S: int | None = None
+# Litestream attaches to a database on its first monitor tick (configs/litestream.yml,
+# monitor-interval 1s): a tenant is parked only once it has run this long, so that the
+# final sync of its stop covers what it committed.
+LITESTREAM_ATTACH_S = 2.0
 DEFAULT_EGRESS = "public"  # fleet/engine/egress.py
 # Pass to container.stop(timeout=...): runtime drain + Litestream's final sync. (The SDK's
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
@@ -216,6 +227,24 @@ def pg_tenant_name(tenant: str) -> str:
             f"{PG_NAME_MAX - len(PG_TENANT_PREFIX)} characters",
         )
     return name
+
+
+# -- parked tenants (fleet/storage/manifests.py): objects only the fleet's own key can reach
+MANIFEST_PREFIX = "manifests/"  # manifests/<t>.json: the fleet's record of a tenant
+GATEWAY_KEY = "fleet/gateway.json"  # the one gateway of the fleet (a lease), not a tenant name
+MANIFEST_INDEX_KEY = "fleet/manifests-index.json"  # a self-checking cache for listing
+STATE_PARKED = "parked"  # `fleet ls` state of a tenant that lives only in object storage
+STATE_PARKING = "parking"
+STATE_WAKING = "waking"
+PARK_PARALLEL = 8  # bulk up/park/wake: tenants handled at once by one fleet process
+GATEWAY_PORT = 8000
+GATEWAY_HOLD_S = 30.0  # a request waits this long for a waking / moving tenant, then 503
+GATEWAY_LEASE_S = 15.0  # a gateway that has not renewed its record for this long is gone
+WAKE_LEAD_S = 2.0  # a parked tenant is woken this long before its earliest durable deadline
+
+
+def manifest_key(tenant: str) -> str:
+    return f"{MANIFEST_PREFIX}{check_tenant(tenant)}.json"
 
 
 def archive_prefix(tenant: str) -> str:

@@ -38,6 +38,7 @@ def container_config(
         init=True,
         stop_signal="SIGTERM",
         ports={f"{names.RUNTIME_PORT}/tcp": ("127.0.0.1", None)},  # random loopback port
+        healthcheck=_healthcheck(),
     )
     if spec.db_url is None:
         cfg["volumes"] = {spec.volume_name: {"bind": names.DATA_DIR, "mode": "rw"}}
@@ -117,6 +118,21 @@ def _hardened(
         "pids_limit": pids,
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
         "detach": True,
+    }
+
+
+def _healthcheck() -> dict[str, Any]:
+    """The engine's health check of a tenant (names.HEALTH_CHECK_INTERVAL_S; None: off)."""
+    every = names.HEALTH_CHECK_INTERVAL_S
+    if every is None:
+        return {"test": ["NONE"]}
+    ns = 1_000_000_000
+    return {
+        "test": ["CMD", "/opt/litefleet/bin/litefleet-healthcheck"],
+        "interval": every * ns,
+        "timeout": 3 * ns,
+        "retries": 3,
+        "start_period": 60 * ns,
     }
 
 

@@ -197,7 +197,9 @@ class DockerHosting:
             memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
             env={k: v for k, v in env.items() if k not in names.RESERVED_ENV | image_env},
-            labels=names.engine_labels(t.labels),
+            labels=_settings_labels(attrs["Config"].get("Labels") or {}),
+            db_url=env.get(names.ENV_DB),
+            db_password=env.get(names.ENV_PGPASSWORD),
             egress=t.egress or names.DEFAULT_EGRESS,
         )
 
@@ -302,8 +304,17 @@ def tenant_of(host: str, c: Any) -> Tenant:
         egress=labels.get(names.LABEL_EGRESS),
         token=_env(attrs["Config"].get("Env")).get(names.ENV_TOKEN),
         id=str(getattr(c, "id", "")),
+        idle_park=labels.get(names.LABEL_IDLE_PARK),
+        started_at=_epoch(state["StartedAt"]) if running and state.get("StartedAt") else None,
         handle=c,
     )
+
+
+def _settings_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The fleet's labels a tenant was created with (app, backend, TTL, user labels, ...),
+    without the ones TenantSpec.engine_labels() adds itself."""
+    own = {names.LABEL_ROLE, names.LABEL_TENANT, names.LABEL_MANAGED, names.LABEL_EGRESS}
+    return {k: v for k, v in labels.items() if k.startswith(names.LABEL_PREFIX) and k not in own}
 
 
 def _refuse_existing(client: Any, name: str) -> None:

@@ -87,6 +87,10 @@ class RuntimeClient:
                 break
         return runs[:limit]
 
+    def activity(self) -> dict[str, Any]:
+        """Idle time, runs executing, the earliest durable deadline (``GET /v1/activity``)."""
+        return self._json("GET", "/v1/activity")
+
     def runs_page(
         self,
         *,

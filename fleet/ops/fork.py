@@ -34,6 +34,7 @@ from fleet.core.hosting import Tenant, TransferProgress
 from fleet.storage.backups import backup_state, txid_time
 from fleet.storage.litestream import parse_timestamp
 
+from .park import parked_spec
 from .restore import restore_volume
 from .tenants import TenantOptions, claim_and_copy, create, find_or_none
 
@@ -121,8 +122,10 @@ def _refuse_existing(fleet: Fleet, new: str, backup_objects: int) -> None:
 def _options(
     fleet: Fleet, src: str, source: Tenant | None, labels: dict[str, str]
 ) -> TenantOptions:
-    """SRC's settings (defaults when it has no container), a token of NEW's own."""
-    base = TenantOptions.of(fleet.hosting.spec_of(source)) if source else TenantOptions()
+    """SRC's settings (a parked SRC's recorded ones; defaults when it has neither a
+    container nor a manifest), a token of NEW's own."""
+    spec = fleet.hosting.spec_of(source) if source else parked_spec(fleet, src)
+    base = TenantOptions.of(spec) if spec else TenantOptions()
     merged = {**base.labels, **labels, names.LABEL_FORKED_FROM: src}
     return replace(base, token=None, labels=merged)
 

@@ -33,6 +33,7 @@ from fleet.supervisor.litestream import max_txid, status_command
 from fleet.supervisor.s3 import S3Settings
 
 from .api import api, terminal
+from .holds import holding
 from .tenants import TenantOptions, create, find, stop
 
 _SYNC_WAIT_S = 30.0
@@ -53,11 +54,20 @@ class MigrateResult:
 def migrate(
     fleet: Fleet, tenant: str, *, to: str, progress: TransferProgress | None = None
 ) -> MigrateResult:
+    """Move the tenant; a gateway holds its requests meanwhile (holds.py)."""
     src = find(fleet, tenant)
-    if isinstance(fleet.hosting, Placing):
-        from .move import move
+    with holding(fleet, tenant, "migrate"):
+        if isinstance(fleet.hosting, Placing):
+            from .move import move
 
-        return move(fleet, fleet.hosting, src, to=to, progress=progress)
+            return move(fleet, fleet.hosting, src, to=to, progress=progress)
+        return _migrate(fleet, src, to, progress)
+
+
+def _migrate(
+    fleet: Fleet, src: Tenant, to: str, progress: TransferProgress | None
+) -> MigrateResult:
+    tenant = src.name
     target = fleet.hosting.place(to)
     if src.host == target:
         raise InvalidArgument(f"tenant {tenant!r} is already on host {to!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,9 +11,10 @@ from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import ConfigError, FleetError, InvalidArgument, TenantNotFound, translate
 from fleet.core.hosting import Tenant
-from fleet.storage import databases, fence
+from fleet.storage import databases, fence, manifests
 from fleet.storage.backups import purge as purge_backup
 
+from .park import clear, parked, parked_record
 from .tenants import expired, find_or_none, list_tenants, stop
 
 
@@ -58,6 +60,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
             stop(fleet, t)
         fleet.hosting.remove(t)
     removed_volume = [fleet.hosting.remove_volume(tenant, h) for h in hosts]
+    was_parked = t is None and _forget_parked(fleet, tenant)
     purged, key, database = None, False, False
     if s3 is not None:
         purged = purge_backup(s3, tenant)
@@ -65,7 +68,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
         key = fleet.storage.forget_tenant(tenant)
     if pg_admin is not None:
         database = databases.drop(pg_admin, tenant)
-    if not (t or any(removed_volume) or purged or key or database):
+    if not (t or any(removed_volume) or purged or key or database or was_parked):
         raise TenantNotFound(tenant)
     return RmResult(tenant, t is not None, any(removed_volume), purged, key, database)
 
@@ -85,6 +88,19 @@ def _pg_admin(fleet: Fleet, t: Tenant | None) -> str | None:
     return admin.get_secret_value()
 
 
+def _forget_parked(fleet: Fleet, tenant: str) -> bool:
+    """Drop a parked tenant's record (its backup stays unless purged); whether it had one."""
+    s3 = fleet.storage.for_fleet(start=True)
+    if parked_record(manifests.read(s3, tenant)) is None:
+        return False
+    clear(fleet, tenant)
+    return True
+
+
+def _with_parked(fleet: Fleet, found: list[str], labels: dict[str, str] | None) -> list[str]:
+    return found + [t.name for t in parked(fleet, labels) if t.name not in found]
+
+
 def teardown(
     fleet: Fleet,
     *,
@@ -98,12 +114,15 @@ def teardown(
         raise InvalidArgument("teardown needs --label k=v or --all")
     if labels and all:
         raise InvalidArgument("give --label or --all, not both")
-    return remove_many(fleet, [t.name for t in list_tenants(fleet, labels)], purge, reporter)
+    found = [t.name for t in list_tenants(fleet, labels)]
+    return remove_many(fleet, _with_parked(fleet, found, labels), purge, reporter)
 
 
 def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
-    """Remove the tenants whose TTL has passed, in parallel."""
-    return remove_many(fleet, expired(fleet), purge, reporter)
+    """Remove the tenants whose TTL has passed (parked ones too), in parallel."""
+    now = time.time()
+    gone = expired(fleet, now) + [t.name for t in parked(fleet) if t.expired(now)]
+    return remove_many(fleet, sorted(set(gone)), purge, reporter)
 
 
 def remove_many(

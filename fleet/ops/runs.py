@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fleet.core.context import Fleet
-from fleet.core.errors import InvalidArgument
+from fleet.core.errors import InvalidArgument, TenantNotFound
 
 from .api import RuntimeClient, api
-from .tenants import find
+from .tenants import find_or_none
+from .wake import is_parked, wake
+
+Notify = Callable[[str], None]
 
 
-def client(fleet: Fleet, tenant: str, timeout: float = 15.0) -> RuntimeClient:
-    """A client of the tenant's runtime API; TenantNotRunning unless it serves."""
-    return api(find(fleet, tenant), timeout)
+def client(
+    fleet: Fleet, tenant: str, timeout: float = 15.0, notify: Notify | None = None
+) -> RuntimeClient:
+    """A client of the tenant's runtime API, waking a parked tenant first (``notify`` is
+    told); TenantNotRunning unless it serves."""
+    t = find_or_none(fleet, tenant)
+    if t is None:
+        if not is_parked(fleet, tenant):
+            raise TenantNotFound(tenant)
+        if notify is not None:
+            notify(f"tenant {tenant} is parked: waking it")
+        t = wake(fleet, tenant).tenant
+        if notify is not None:
+            notify(f"tenant {tenant} woken on {t.host}")
+    return api(t, timeout)
 
 
 def parse_json(text: str | None, what: str, *, allow_file: bool = True) -> Any:
@@ -52,9 +68,10 @@ def run(
     id: str | None = None,
     wait: bool = False,
     timeout: float = 300.0,
+    notify: Notify | None = None,
 ) -> dict[str, Any]:
     """Submit a run (idempotent when ``id`` is given); with ``wait``, its terminal state."""
-    with client(fleet, tenant) as api:
+    with client(fleet, tenant, notify=notify) as api:
         submitted = api.submit(workflow, input or {}, id)
         if not wait:
             return submitted
@@ -68,16 +85,19 @@ def runs(
     status: str | None = None,
     workflow: str | None = None,
     limit: int = 100,
+    notify: Notify | None = None,
 ) -> list[dict[str, Any]]:
-    with client(fleet, tenant) as api:
+    with client(fleet, tenant, notify=notify) as api:
         return api.list_runs(status=status, workflow=workflow, limit=limit)
 
 
-def signal(fleet: Fleet, tenant: str, run: str, name: str, data: Any = None) -> dict[str, Any]:
-    with client(fleet, tenant) as api:
+def signal(
+    fleet: Fleet, tenant: str, run: str, name: str, data: Any = None, notify: Notify | None = None
+) -> dict[str, Any]:
+    with client(fleet, tenant, notify=notify) as api:
         return api.signal(run, name, data)
 
 
-def cancel(fleet: Fleet, tenant: str, run: str) -> dict[str, Any]:
-    with client(fleet, tenant) as api:
+def cancel(fleet: Fleet, tenant: str, run: str, notify: Notify | None = None) -> dict[str, Any]:
+    with client(fleet, tenant, notify=notify) as api:
         return api.cancel(run)

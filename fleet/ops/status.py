@@ -7,6 +7,7 @@ difference (transactions not yet uploaded) and the age of the newest upload are 
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from fleet.supervisor.s3 import S3Settings
 from .tenants import list_tenants
 
 _DB = names.DB_PATH
+_HEALTHCHECK = "/opt/litefleet/bin/litefleet-healthcheck"  # the image's /healthz probe
 _PROBE = (
     f"stat -c %s {_DB} {_DB}-wal 2>/dev/null; echo --; {shlex.join(status_command())} 2>/dev/null"
+    f"; echo --; {_HEALTHCHECK} >/dev/null 2>&1 && echo healthy || echo unhealthy"
 )
 
 
@@ -76,17 +79,38 @@ class TenantStatus:
                 "note": r.note or None,
             },
             "labels": t.labels,
+            "idle_park": t.idle_park,
+            "next_wake_at": t.next_wake_at,
         }
 
 
 def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]:
+    """Tenants with a container, then the parked ones (no replication probe: their backup
+    is complete, `fleet park` checked it)."""
     tenants = list_tenants(fleet, labels)
+    stored, stored_note = _parked_or_note(fleet, labels)
+    shown = {t.name for t in tenants}
+    rest = [
+        TenantStatus(t, None, Replication(None, None, None, stored_note or "parked"))
+        for t in stored
+        if t.name not in shown
+    ]
     if not tenants:
-        return []
+        return rest
     s3, s3_note = _s3_or_note(fleet, tenants)
     s3c = s3_client(s3) if s3 else None
     with ThreadPoolExecutor(max_workers=min(8, len(tenants))) as pool:
-        return list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+        rows = list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+    return sorted(rows + rest, key=lambda r: (r.tenant.name, r.tenant.host))
+
+
+def _parked_or_note(fleet: Fleet, labels: dict[str, str] | None) -> tuple[list[Tenant], str]:
+    from .park import parked
+
+    try:
+        return parked(fleet, labels), ""
+    except FleetError as exc:
+        return [], exc.message
 
 
 def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None, str]:
@@ -101,7 +125,9 @@ def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None,
 def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: str) -> TenantStatus:
     if t.backend != names.BACKEND_SQLITE:
         return TenantStatus(t, None, Replication(None, None, None, f"{t.backend}: no Litestream"))
-    size, local = _probe(fleet, t) if t.running else (None, None)
+    size, local, health = _probe(fleet, t) if t.running else (None, None, None)
+    if health is not None and t.health == "-":  # no engine health check: what /healthz says
+        t = dataclasses.replace(t, health=health)
     backup: BackupState | None = None
     note = s3_note
     if s3 is not None:
@@ -121,11 +147,13 @@ def _status(fleet: Fleet, t: Tenant, s3: S3Settings | None, s3c: Any, s3_note: s
     return TenantStatus(t, size, rep)
 
 
-def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None]:
-    """(database + WAL bytes, local txid) read inside the container; Nones when it fails."""
+def _probe(fleet: Fleet, t: Tenant) -> tuple[int | None, int | None, str | None]:
+    """(database + WAL bytes, local txid, health) read inside the container, in one exec;
+    Nones when it fails."""
     out = fleet.hosting.exec(t, ["bash", "-c", _PROBE])
     if out is None:
-        return None, None
-    sizes, _, status = out.partition("--")
+        return None, None, None
+    sizes, _, rest = out.partition("--")
+    status, _, health = rest.partition("--")
     size = sum(int(s) for s in sizes.split() if s.isdigit()) or None
-    return size, max_txid(status, "local_txid")
+    return size, max_txid(status, "local_txid"), health.strip() or None

@@ -7,6 +7,7 @@ the CLI reads it back from there and never prints it.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Iterator
@@ -48,14 +49,16 @@ class TenantOptions:
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     postgres: bool = False  # PostgreSQL: a role and database of its own on FLEET_PG_ADMIN_URL
     token: str | None = None  # a moved tenant keeps its API token
+    idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
     egress: str | None = None  # fleet/engine/egress.py; default public
 
     def check(self) -> None:
         """InvalidArgument on bad values, before any engine is contacted."""
         if self.egress is not None:
             parse_egress(self.egress)
-        if self.ttl is not None:
-            parse_duration(self.ttl)
+        for duration in (self.ttl, self.idle_park):
+            if duration is not None:
+                parse_duration(duration)
         if self.db_url is not None:
             postgres.check_url(self.db_url)
             if self.postgres:
@@ -74,6 +77,7 @@ class TenantOptions:
             cpus=spec.cpus,
             env=dict(spec.env),
             token=spec.token or None,
+            idle_park=spec.labels.get(names.LABEL_IDLE_PARK),
             egress=spec.egress,
         )
 
@@ -192,6 +196,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
+            ("--idle-park", given.idle_park is not None and given.idle_park != t.idle_park),
             ("--egress", given.egress is not None and _egress(given.egress) != t.egress),
         )
         if differs
@@ -278,6 +283,8 @@ def _spec(
     if options.ttl is not None:
         labels[names.LABEL_TTL] = options.ttl
         labels[names.LABEL_EXPIRES] = str(int(time.time()) + parse_duration(options.ttl))
+    if options.idle_park is not None:
+        labels[names.LABEL_IDLE_PARK] = options.idle_park
     if options.postgres:
         labels[names.LABEL_DATABASE] = names.pg_tenant_name(tenant)
     where, note = _state(fleet, tenant, options, host)
@@ -319,27 +326,41 @@ def _state(
 
 
 def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:
-    """Poll /healthz on the published loopback port until it answers 200."""
+    """Poll /healthz on the published loopback port until it answers 200: every 0.1 s with
+    one client, asking the engine again only until the port is known and then every 10th
+    time (has it exited?), so that starting many tenants from one process stays cheap."""
     from .api import RuntimeClient
 
     deadline = time.monotonic() + fleet.settings.health_timeout
-    while True:
-        t = fleet.hosting.refresh(t)
-        if t.state in ("exited", "dead"):
-            raise FleetError(
-                f"tenant {t.name!r} exited during start (exit code {t.exit_code})",
-                f"`fleet logs {t.name}` shows why",
-            )
-        if t.running and t.url:
-            with RuntimeClient(t.url, t.token or "", timeout=2.0) as probe:
-                if probe.healthy():
-                    return t
-        if time.monotonic() >= deadline:
-            raise FleetTimeout(
-                f"tenant {t.name!r} not healthy after {fleet.settings.health_timeout:g}s",
-                f"`fleet logs {t.name}` shows what it is doing",
-            )
-        time.sleep(0.2)
+    probe: RuntimeClient | None = None
+    try:
+        for attempt in itertools.count():
+            if probe is None or attempt % 10 == 0:
+                t = _started(fleet, t)
+            if probe is None and t.running and t.url:
+                probe = RuntimeClient(t.url, t.token or "", timeout=2.0)
+            if probe is not None and probe.healthy():
+                return t
+            if time.monotonic() >= deadline:
+                raise FleetTimeout(
+                    f"tenant {t.name!r} not healthy after {fleet.settings.health_timeout:g}s",
+                    f"`fleet logs {t.name}` shows what it is doing",
+                )
+            time.sleep(0.1)
+    finally:
+        if probe is not None:
+            probe.__exit__()
+    raise AssertionError("unreachable")
+
+
+def _started(fleet: Fleet, t: Tenant) -> Tenant:
+    t = fleet.hosting.refresh(t)
+    if t.state in ("exited", "dead"):
+        raise FleetError(
+            f"tenant {t.name!r} exited during start (exit code {t.exit_code})",
+            f"`fleet logs {t.name}` shows why",
+        )
+    return t
 
 
 # -- stopping

@@ -5,11 +5,12 @@ that per-tenant keys are made with (fleet/storage/credentials.py).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fleet.supervisor.s3 import S3Settings
 
-__all__ = ["S3Settings", "client", "iam_client"]
+__all__ = ["S3Settings", "client", "iam_client", "shared_client"]
 
 
 def client(s3: S3Settings, *, connect_timeout: float = 5, read_timeout: float = 30) -> Any:
@@ -45,5 +46,21 @@ def _client(
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_pool_connections=32,
         ),
     )
+
+
+_shared: dict[tuple[str, ...], Any] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(s3: S3Settings) -> Any:
+    """One client per settings for this process: making one costs ~30 ms of CPU, and the
+    gateway and bulk commands make thousands of requests (boto3 clients are thread-safe)."""
+    key = (s3.endpoint, s3.bucket, s3.region, s3.access_key_id, s3.secret_access_key)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = client(s3, read_timeout=10)
+        return found

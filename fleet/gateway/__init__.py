@@ -1,0 +1,1 @@
+"""`fleet gateway`: the fleet's long-running front door (see server.py)."""
