@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.docker_fixtures import the_store
@@ -295,13 +294,6 @@ def test_parking_with_a_failed_final_sync_leaves_it_running(
     finally:
         fleet("rm", t, "--purge", "--yes", env=env)
         remove_object_store(docker_client, own)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2, trust_env=False).status_code < 500
-    except httpx.HTTPError:
-        return False
 
 
 def _epoch(iso: str) -> float:
