@@ -60,7 +60,7 @@ from fleet.supervisor.s3 import S3Settings
 
 from .s3 import client as s3_client
 
-_READY_TIMEOUT_S = 30.0
+_READY_TIMEOUT_S = 90.0  # moto imports S3 and IAM first: tens of seconds on a loaded host
 STORE_OBJECT_BUFFER = 1024**3  # bytes an object may have before moto spools it to /tmp
 STORE_MEMORY = "4g"  # every tenant's backup lives in this container's memory
 _BUFFER_ENV = "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"
