@@ -88,12 +88,12 @@ class Gateway:
         return httpx.get(f"{self.url}/metrics", trust_env=False, timeout=5).text
 
 
-def start_gateway(env: dict[str, str], tmp: str) -> Gateway:
+def start_gateway(env: dict[str, str], tmp: str, *options: str) -> Gateway:
     port = free_port()
     log = os.path.join(tmp, f"gateway-{port}.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [FLEET, "gateway", "--port", str(port)],
+            [FLEET, "gateway", "--port", str(port), *options],
             env={**os.environ, **env, "FLEET_LOG_LEVEL": "info"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -140,3 +140,24 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g}s")
         time.sleep(0.2)
+
+
+def console_pages(
+    park_env: dict[str, str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, tenant: str
+) -> tuple[str, str]:
+    """The web console's tenants page and the tenant's page, as a browser gets them."""
+    from starlette.testclient import TestClient
+
+    from fleet.console.app import build_app
+    from fleet.core.settings import load_settings
+    from fleet.ops.connect import connect
+    from fleet.ops.run_source import SourceCache
+
+    for k, v in park_env.items():
+        monkeypatch.setenv(k, v)
+    app = build_app(connect(load_settings(None)), "console-token", SourceCache(tmp_path))
+    with TestClient(app, base_url="http://127.0.0.1:8081") as http:
+        listing = http.get("/", params={"token": "console-token"})
+        page = http.get(f"/t/{tenant}")
+    assert listing.status_code == 200 and page.status_code == 200, page.text
+    return listing.text, page.text

@@ -38,6 +38,7 @@ COMMANDS = {
     "console",
     "fork",
     "watch",
+    "verify",
 }
 
 
@@ -131,6 +132,16 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert r.code == 2 and "--count N and --prefix P go together" in one_line_error(r)
     r = cli(capsys, "wake", "a", "a")
     assert r.code == 2 and "named twice" in one_line_error(r)
+    r = cli(capsys, "verify")
+    assert r.code == 2 and "name the tenants to verify" in one_line_error(r)
+    r = cli(capsys, "verify", "--all", "--label", "a=b")
+    assert r.code == 2 and "not both" in one_line_error(r)
+    r = cli(capsys, "verify", "a", "a")
+    assert r.code == 2 and "named twice" in one_line_error(r)
+    r = cli(capsys, "verify", "Not_A_Name")
+    assert r.code == 2 and "Not_A_Name" in one_line_error(r)
+    r = cli(capsys, "gateway", "--verify-every", "soon")
+    assert r.code == 2 and "invalid duration" in one_line_error(r)
     r = cli(capsys, "frobnicate")
     assert r.code == 2 and "No such command" in r.err
 

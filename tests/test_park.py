@@ -16,6 +16,7 @@ from tests.fleet_support import one_line_error
 from tests.park_support import (
     Fleet,
     Gateway,
+    console_pages,
     gateway,
     ls,
     manifest,
@@ -43,27 +44,6 @@ def _containers(docker_client: Any, tenant: str) -> list[Any]:
         all=True, filters={"label": f"litefleet.tenant={tenant}"}
     )
     return found
-
-
-def _console_pages(
-    park_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tenant: str
-) -> tuple[str, str]:
-    """The web console's tenants page and the tenant's page, as a browser gets them."""
-    from starlette.testclient import TestClient
-
-    from fleet.console.app import build_app
-    from fleet.core.settings import load_settings
-    from fleet.ops.connect import connect
-    from fleet.ops.run_source import SourceCache
-
-    for k, v in park_env.items():
-        monkeypatch.setenv(k, v)
-    app = build_app(connect(load_settings(None)), "console-token", SourceCache(tmp_path))
-    with TestClient(app, base_url="http://127.0.0.1:8081") as http:
-        listing = http.get("/", params={"token": "console-token"})
-        page = http.get(f"/t/{tenant}")
-    assert listing.status_code == 200 and page.status_code == 200, page.text
-    return listing.text, page.text
 
 
 def test_park_then_wake_through_fleet_run(
@@ -94,7 +74,7 @@ def test_park_then_wake_through_fleet_run(
     row = ls(run)[t]
     assert row["state"] == "parked" and row["labels"] == {"team": "blue"} and row["ttl"] == "2h"
     assert row["egress"] == egress
-    listing, page = _console_pages(park_env, tmp_path, monkeypatch, t)
+    listing, page = console_pages(park_env, tmp_path, monkeypatch, t)
     assert '<span class="state parked">parked</span>' in listing and t in listing
     assert "before" in page and "asks" in page  # its runs, from the backup
     assert _containers(docker_client, t) == []  # the console woke nothing

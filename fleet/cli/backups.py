@@ -1,4 +1,5 @@
-"""`fleet pull | inspect`: a tenant's database from object storage, and what its agent did."""
+"""`fleet pull | inspect | verify`: a tenant's database from object storage, what its agent
+did, and restore drills."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ from typing import Annotated
 
 import typer
 
-from .base import Json, Tenant, app, fleet_of, until_interrupted
+from fleet.core import names
+from fleet.core.names import check_tenant
+
+from .base import (
+    BulkProgress,
+    Json,
+    Labels,
+    Tenant,
+    Tenants,
+    app,
+    fleet_of,
+    labels,
+    until_interrupted,
+)
 
 
 @app.command()
@@ -27,7 +41,6 @@ def pull(
 
     The running container is not touched; the copy passes PRAGMA integrity_check.
     """
-    from fleet.core.names import check_tenant
     from fleet.ops.pull import pull as do_pull
 
     from . import output as show
@@ -38,6 +51,40 @@ def pull(
     show.out.print(
         f"wrote {res.path} ({res.bytes} bytes, {res.runs} runs, integrity {res.integrity})"
     )
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    tenant: Tenants = None,
+    label: Labels = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every tenant (running, stopped or parked).")
+    ] = False,
+) -> None:
+    """Restore drill: restore each tenant's newest backup into a scratch directory on this
+    machine, run PRAGMA integrity_check, compare the restored txid with the bucket's and the
+    tenant's own; record the result (`fleet ls` shows it as VERIFIED). One line per tenant;
+    exit 1 when any drill failed."""
+    from fleet.core.errors import InvalidArgument
+    from fleet.ops import bulk, verify
+
+    from . import output
+
+    if all_ and label:
+        raise InvalidArgument("give --label or --all, not both")
+    if not (tenant or label or all_):
+        raise InvalidArgument("name the tenants to verify", "or --label K=V, or --all")
+    fleet = fleet_of(ctx)
+    todo = verify.chosen(fleet, tenant or [], labels(label), all_)
+    if not todo:
+        output.out.print("no tenants to verify")
+        return
+    with BulkProgress("verifying", len(todo)) as progress:
+        done = bulk.for_each(
+            todo, lambda t: verify.verify(fleet, t), progress, names.VERIFY_PARALLEL
+        )
+    output.verified(done)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from fleet.ops.park import ParkResult
 from fleet.ops.removal import Removal, RmResult
 from fleet.ops.status import TenantStatus
 from fleet.ops.tenants import UpResult
+from fleet.ops.verify import Verification, failed_summary
 from fleet.ops.wake import WakeResult
 from fleet.ops.watch import Update
 
@@ -94,7 +95,8 @@ def tenants(rows: list[TenantStatus]) -> None:
         return
     now = time.time()
     table = Table(box=None, pad_edge=False)
-    for col in ("TENANT", "HOST", "STATE", "HEALTH", "AGE", "TTL", "DB", "REPLICATION", "LABELS"):
+    cols = ("TENANT", "HOST", "STATE", "HEALTH", "AGE", "TTL", "DB", "REPLICATION", "VERIFIED")
+    for col in (*cols, "LABELS"):
         table.add_column(col, no_wrap=col != "LABELS")
     for s in rows:
         t = s.tenant
@@ -107,6 +109,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             _ttl(t.expires_at, now),
             _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,
             _replication(s, now),
+            _verified(s.verified, now),
             ",".join(f"{k}={v}" for k, v in sorted(t.labels.items())) or "-",
         )
     out.print(table)
@@ -132,6 +135,14 @@ def _replication(s: TenantStatus, now: float) -> str:
     if lag is not None:
         text += ", in sync" if lag == 0 else f", {lag} txn behind"
     return text
+
+
+def _verified(rec: dict[str, Any] | None, now: float) -> str:
+    """The last restore drill: passed or FAILED, how long ago."""
+    if rec is None:
+        return "-"
+    verdict = "passed" if rec.get("passed") else "FAILED"
+    return f"{verdict} {format_duration(now - float(rec.get('at') or 0))} ago"
 
 
 def _bytes(n: int | None) -> str:
@@ -256,6 +267,25 @@ def parked(result: ParkResult, compact: bool = False) -> None:
             markup=False,
             highlight=False,
         )
+
+
+def verified(outcome: Outcome[Verification]) -> None:
+    """One line per drill, a failed one on stderr; exit 1 when any drill failed (a tenant
+    that could not be tried at all: its error's exit code)."""
+    bulk(outcome, verification)
+    summary = failed_summary(outcome.done)
+    if summary is not None:
+        raise summary
+
+
+def verification(v: Verification, compact: bool = False) -> None:
+    detail = _CONTROL.sub("?", v.detail)  # Litestream's and SQLite's words, never markup
+    if v.passed is None:
+        out.print(f"verify {v.tenant}: skipped ({detail})", markup=False, highlight=False)
+        return
+    verdict = "passed" if v.passed else "FAILED"
+    line = f"verify {v.tenant}: {verdict} in {v.seconds:.1f}s: {detail}"
+    (out if v.passed else err).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def woken(result: WakeResult, compact: bool = False) -> None:

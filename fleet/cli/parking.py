@@ -76,9 +76,21 @@ def gateway(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = names.GATEWAY_PORT,
+    verify_every: Annotated[
+        str | None,
+        typer.Option(
+            "--verify-every",
+            help="Run `fleet verify` (a restore drill) on each tenant whose last one is older"
+            " than this, e.g. 1d; one at a time, on this machine.",
+            metavar="DURATION",
+        ),
+    ] = None,
 ) -> None:
     """Serve every tenant's API at /t/<tenant>/... with the tenant's own token; wake parked
-    tenants on a request, park idle ones (--idle-park), wake them for durable timers."""
+    tenants on a request, park idle ones (--idle-park), wake them for durable timers; with
+    --verify-every, run restore drills on a schedule."""
+    from fleet.core.durations import parse_duration
     from fleet.gateway.server import serve
 
-    serve(fleet_of(ctx), host=host, port=port)
+    every = float(parse_duration(verify_every)) if verify_every is not None else None
+    serve(fleet_of(ctx), host=host, port=port, verify_every=every)

@@ -236,6 +236,8 @@ MANIFEST_INDEX_KEY = "fleet/manifests-index.json"  # a self-checking cache for l
 STATE_PARKED = "parked"  # `fleet ls` state of a tenant that lives only in object storage
 STATE_PARKING = "parking"
 STATE_WAKING = "waking"
+# `fleet verify`: restore drills at once (each runs Litestream and integrity_check here).
+VERIFY_PARALLEL = 4
 PARK_PARALLEL = 8  # bulk up/park/wake: tenants handled at once by one fleet process
 GATEWAY_PORT = 8000
 GATEWAY_HOLD_S = 30.0  # a request waits this long for a waking / moving tenant, then 503

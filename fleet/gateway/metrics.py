@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (text format 0.0.4, written out: four families)."""
+"""The gateway's Prometheus metrics (text format 0.0.4, written out)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Metrics:
         self.requests: Counter[str] = Counter()  # by status class: 2xx, 4xx, 5xx
         self.wakes: Counter[str] = Counter()  # by reason: request, timer
         self.parks: Counter[str] = Counter()  # by reason: idle
+        self.drills: Counter[str] = Counter()  # restore drills by result: passed, failed
         self.wake_failures = 0
         self.wake_buckets = [0] * len(WAKE_BUCKETS)
         self.wake_sum = 0.0
@@ -40,6 +41,9 @@ class Metrics:
         lines += _counter("proxied_requests", "Requests passed to tenants", "code", self.requests)
         lines += _counter("wakes", "Parked tenants woken", "reason", self.wakes)
         lines += _counter("parks", "Idle tenants parked", "reason", self.parks)
+        lines += _counter(
+            "restore_drills", "Restore drills (--verify-every)", "result", self.drills
+        )
         lines += [
             "# HELP litefleet_gateway_wake_failures_total Wakes that failed.",
             "# TYPE litefleet_gateway_wake_failures_total counter",

@@ -27,11 +27,11 @@ KEEPALIVE = 128
 CONCURRENCY = 2048
 
 
-def serve(fleet: Fleet, *, host: str, port: int) -> None:
-    asyncio.run(_serve(fleet, host, port))
+def serve(fleet: Fleet, *, host: str, port: int, verify_every: float | None = None) -> None:
+    asyncio.run(_serve(fleet, host, port, verify_every))
 
 
-async def _serve(fleet: Fleet, host: str, port: int) -> None:
+async def _serve(fleet: Fleet, host: str, port: int, verify_every: float | None) -> None:
     import uvicorn
 
     s3 = fleet.storage.for_fleet(start=True)
@@ -43,7 +43,9 @@ async def _serve(fleet: Fleet, host: str, port: int) -> None:
     try:
         async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as http:
             gw = Gateway(fleet, http)
-            upkeep = Upkeep(gw, reg)  # its first survey runs while the server already answers
+            upkeep = Upkeep(
+                gw, reg, verify_every
+            )  # its first survey runs while the server already answers
             config = uvicorn.Config(
                 build_app(gw),
                 host=host,

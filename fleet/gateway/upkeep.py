@@ -5,6 +5,9 @@ their durable deadlines, park idle ones, renew its registration.
   again only when its ETag changed).
 - Every ``TICK_S`` the timers: a parked tenant is woken ``WAKE_LEAD_S`` before its earliest
   deadline, so the deadline finds it running (lateness = how much the wake takes longer).
+- Restore drills (``--verify-every``): every ``min(VERIFY_CHECK_S, period)`` the tenants
+  whose last drill (recorded in their manifests) is older than the period are verified,
+  one at a time, oldest first (ops/verify.py); a restarted gateway goes on from the records.
 - Idle tenants (``--idle-park``): the runtime is asked (``GET /v1/activity``) only once the
   gateway itself has passed it no request for the idle period, and at most every
   ``idle/4`` s (between 1 and 15 s); parked when its last request is older than the period
@@ -21,7 +24,9 @@ from typing import Any
 import httpx
 
 from fleet.core import names
+from fleet.core.errors import FleetError
 from fleet.core.log import log
+from fleet.ops import verify
 from fleet.storage.manifests import ManifestConflict
 
 from . import registry
@@ -31,12 +36,17 @@ from .front import Gateway
 REFRESH_S = 10.0
 TICK_S = 0.5
 RENEW_S = 5.0
+VERIFY_CHECK_S = 60.0
 
 
 class Upkeep:
-    def __init__(self, gw: Gateway, reg: registry.Registration | None) -> None:
+    def __init__(
+        self, gw: Gateway, reg: registry.Registration | None, verify_every: float | None = None
+    ) -> None:
         self.gw = gw
         self.reg = reg
+        self.verify_every = verify_every
+        self.drilling = False  # a round of restore drills is under way
         self.seen: dict[str, tuple[str, Entry | None]] = {}
         self.asked: dict[str, float] = {}  # tenant: monotonic of the last activity poll
         self.timer_tried: dict[str, float] = {}  # tenant: monotonic of the last timer wake
@@ -44,7 +54,7 @@ class Upkeep:
         self.lost = asyncio.Event()  # the registration was taken over
 
     async def run(self) -> None:
-        next_refresh = next_renew = 0.0
+        next_refresh = next_renew = next_drills = 0.0
         while not self.lost.is_set():
             now = time.monotonic()
             try:
@@ -54,6 +64,10 @@ class Upkeep:
                 if now >= next_refresh:
                     next_refresh = now + REFRESH_S
                     await self.refresh()
+                if self.verify_every is not None and now >= next_drills and not self.drilling:
+                    next_drills = now + min(VERIFY_CHECK_S, self.verify_every)
+                    self.drilling = True
+                    self._spawn(self._drills(self.verify_every))
                 self._timers()
                 self._idle()
             except Exception as exc:  # keep serving; the next tick tries again
@@ -117,6 +131,22 @@ class Upkeep:
         if idle >= e.idle_park_s and quiet and time.monotonic() - e.last_proxied >= e.idle_park_s:
             log.info("parking idle tenant", tenant=e.name, activity=a)
             await self.gw.park(e.name, "idle", idle_for=e.idle_park_s)
+
+    async def _drills(self, every: float) -> None:
+        """Verify the tenants that are due, one at a time (each restores a whole database)."""
+        try:
+            for name in await self.gw.blocking(verify.due, self.gw.fleet, every, time.time()):
+                try:
+                    v = await self.gw.blocking(verify.verify, self.gw.fleet, name)
+                except FleetError as exc:  # tried again at the next check
+                    log.warning("restore drill not run", tenant=name, error=exc.message)
+                    continue
+                if v.passed is not None:
+                    self.gw.metrics.drills["passed" if v.passed else "failed"] += 1
+                report = log.info if v.passed is not False else log.error
+                report("restore drill", tenant=name, passed=v.passed, detail=v.detail)
+        finally:
+            self.drilling = False
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -190,8 +190,13 @@ def _volume_deadline(fleet: Fleet, t: Tenant) -> float | None:
 def parked(fleet: Fleet, labels: dict[str, str] | None = None) -> list[Tenant]:
     """Tenants recorded as parked (or parking, waking) in object storage, as ``Tenant``
     records with state ``parked``: one LIST and parallel GETs (manifests.list_all)."""
+    return parked_in(manifests.list_all(fleet.storage.for_fleet()), labels)
+
+
+def parked_in(stored: list[manifests.Manifest], labels: dict[str, str] | None) -> list[Tenant]:
+    """The parked tenants among these manifests, carrying all ``labels``."""
     found = []
-    for m in manifests.list_all(fleet.storage.for_fleet()):
+    for m in stored:
         rec = parked_record(m)
         if rec is None:
             continue

@@ -16,6 +16,7 @@ from fleet.storage.backups import purge as purge_backup
 
 from .park import clear, parked, parked_record
 from .tenants import expired, find_or_none, list_tenants, stop
+from .verify import forget as forget_drills
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
     if s3 is not None:
         purged = purge_backup(s3, tenant)
         fence.forget(s3, tenant)  # the lease object goes with the backup
+        forget_drills(s3, tenant)  # and what restore drills said of it
         key = fleet.storage.forget_tenant(tenant)
     if pg_admin is not None:
         database = databases.drop(pg_admin, tenant)

@@ -11,19 +11,24 @@ import dataclasses
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
 from fleet.core.hosting import Tenant
+from fleet.core.log import log
+from fleet.storage import manifests
 from fleet.storage.backups import BackupState, backup_state
+from fleet.storage.manifests import Manifest
 from fleet.storage.s3 import client as s3_client
 from fleet.supervisor.litestream import max_txid, status_command
 from fleet.supervisor.s3 import S3Settings
 
+from .park import parked_in
 from .tenants import list_tenants
+from .verify import recorded
 
 _DB = names.DB_PATH
 _HEALTHCHECK = "/opt/litefleet/bin/litefleet-healthcheck"  # the image's /healthz probe
@@ -52,6 +57,7 @@ class TenantStatus:
     tenant: Tenant
     db_bytes: int | None
     replication: Replication
+    verified: dict[str, Any] | None = None  # the last restore drill (ops/verify.py)
 
     def as_dict(self, now: float) -> dict[str, Any]:
         t, r = self.tenant, self.replication
@@ -81,18 +87,32 @@ class TenantStatus:
             "labels": t.labels,
             "idle_park": t.idle_park,
             "next_wake_at": t.next_wake_at,
+            "verified": _verified(self.verified),
         }
+
+
+def _verified(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    at = datetime.fromtimestamp(float(rec.get("at") or 0), UTC).isoformat(timespec="seconds")
+    return {
+        "at": at,
+        "passed": rec.get("passed"),
+        "txid": rec.get("txid"),
+        "detail": rec.get("detail"),
+    }
 
 
 def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]:
     """Tenants with a container, then the parked ones (no replication probe: their backup
     is complete, `fleet park` checked it)."""
     tenants = list_tenants(fleet, labels)
-    stored, stored_note = _parked_or_note(fleet, labels)
+    stored = _manifests(fleet)
+    verified = {m.tenant: recorded(m) for m in stored}
     shown = {t.name for t in tenants}
     rest = [
-        TenantStatus(t, None, Replication(None, None, None, stored_note or "parked"))
-        for t in stored
+        TenantStatus(t, None, Replication(None, None, None, "parked"), verified.get(t.name))
+        for t in parked_in(stored, labels)
         if t.name not in shown
     ]
     if not tenants:
@@ -101,16 +121,18 @@ def ls(fleet: Fleet, labels: dict[str, str] | None = None) -> list[TenantStatus]
     s3c = s3_client(s3) if s3 else None
     with ThreadPoolExecutor(max_workers=min(8, len(tenants))) as pool:
         rows = list(pool.map(lambda t: _status(fleet, t, s3, s3c, s3_note), tenants))
+    rows = [dataclasses.replace(r, verified=verified.get(r.tenant.name)) for r in rows]
     return sorted(rows + rest, key=lambda r: (r.tenant.name, r.tenant.host))
 
 
-def _parked_or_note(fleet: Fleet, labels: dict[str, str] | None) -> tuple[list[Tenant], str]:
-    from .park import parked
-
+def _manifests(fleet: Fleet) -> list[Manifest]:
+    """The fleet's records of tenants (parked ones, drills); none when unreadable (the
+    running tenants' rows say why: their replication note)."""
     try:
-        return parked(fleet, labels), ""
+        return manifests.list_all(fleet.storage.for_fleet())
     except FleetError as exc:
-        return [], exc.message
+        log.warning("tenant records unreadable", error=exc.message)
+        return []
 
 
 def _s3_or_note(fleet: Fleet, tenants: list[Tenant]) -> tuple[S3Settings | None, str]:

@@ -56,18 +56,20 @@ def restore_config(s3: S3Settings, tenant: str) -> str:
     )
 
 
-def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None = None) -> None:
+def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None = None) -> int:
     """Restore the tenant's database from its backup into the new file ``out`` (at
-    ``timestamp``, from parse_timestamp, when given); ObjectStoreError when that fails."""
+    ``timestamp``, from parse_timestamp, when given); the txid restored. ObjectStoreError
+    when that fails."""
     config = out.with_name(out.name + ".litestream.yml")
     config.write_text(restore_config(s3, tenant))
-    options = ["-timestamp", timestamp] if timestamp else []
+    options = ["-json", *(["-timestamp", timestamp] if timestamp else [])]
     cmd = _restore_command(config, out, options)
     proc = subprocess.run(
         cmd, env=_env(s3, out.parent), capture_output=True, text=True, timeout=600
     )
     if proc.returncode != 0 or not out.exists():
         raise ObjectStoreError(f"litestream restore failed: {last_error(proc.stderr)}")
+    return restored_txid(proc.stdout)
 
 
 def follow_copy(s3: S3Settings, tenant: str, out: Path, config: Path) -> subprocess.Popen[str]:
