@@ -35,9 +35,10 @@ def name(prefix: str = "pk") -> str:
 @pytest.fixture
 def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
     """Settings for the CLI: a fresh bucket on the shared embedded store; every tenant in it
-    is removed with its backup at the end."""
+    is removed with its backup at the end. Only those: `fleet ls` lists every tenant on the
+    engine, which other test sessions share."""
     bucket = f"lf-park-{uuid.uuid4().hex[:10]}"
-    the_store(docker_client, bucket)
+    store = the_store(docker_client, bucket)
     env = {
         "FLEET_IMAGE": tenant_image,
         "FLEET_S3_BUCKET": bucket,
@@ -46,9 +47,20 @@ def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
         "COLUMNS": "250",
     }
     yield env
-    listed = fleet("ls", "--json", env=env)
-    for t in json.loads(listed.out) if listed.code == 0 else []:
-        fleet("rm", t["tenant"], "--purge", "--yes", env=env)
+    for t in tenants_in(store, bucket):
+        fleet("rm", t, "--purge", "--yes", env=env)
+
+
+def tenants_in(store: EmbeddedStore, bucket: str) -> list[str]:
+    """The tenants with a backup, lease or manifest in ``bucket``."""
+    s3 = s3_client(store)
+    found = set()
+    for prefix in ("tenants/", "leases/", "manifests/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rest = obj["Key"][len(prefix) :]
+                found.add(rest.split("/", 1)[0].removesuffix(".json"))
+    return sorted(found)
 
 
 @pytest.fixture

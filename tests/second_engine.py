@@ -147,16 +147,13 @@ def _cleanup(url: str) -> None:
 
 
 @pytest.fixture
-def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> Iterator[dict[str, str]]:
+def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> dict[str, str]:
     """Environment for the `fleet` CLI with hosts ``a`` (this machine's engine, which runs the
-    embedded store) and ``b`` (the second engine). At the end, every tenant named ``h-*`` is
-    removed with its backup and lease."""
-    import json
-
+    embedded store) and ``b`` (the second engine). Each test removes the tenants it made (by
+    name): host ``a`` is shared with other test sessions, whose tenants are not ours."""
     from tests.docker_fixtures import TEST_BUCKET
-    from tests.fleet_support import fleet
 
-    env = {
+    return {
         "FLEET_HOSTS": f"a=unix:///var/run/docker.sock,b={second_engine}",
         "FLEET_IMAGE": tenant_image,
         "FLEET_S3_BUCKET": TEST_BUCKET,
@@ -164,8 +161,3 @@ def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> Itera
         "FLEET_CONFIG": "",
         "COLUMNS": "250",
     }
-    yield env
-    listed = fleet("ls", "--json", env=env)
-    for t in json.loads(listed.out) if listed.code == 0 else []:
-        if t["tenant"].startswith("h-"):
-            fleet("rm", t["tenant"], "--purge", "--yes", env=env)

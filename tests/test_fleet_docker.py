@@ -262,15 +262,20 @@ def test_teardown_by_label_removes_exactly_those(run: Fleet) -> None:
 
 
 def test_gc_removes_only_expired(run: Fleet) -> None:
-    short, long_ = _name("gc-short"), _name("gc-long")
-    _ok(run("up", short, "--ttl", "1s"))
-    _ok(run("up", long_, "--ttl", "1h"))
+    """`gc --label`: the engine is shared with other test sessions, whose expired tenants
+    are theirs to remove; the label keeps this gc to the tenants made here."""
+    batch = f"batch={uuid.uuid4().hex[:8]}"
+    short, long_, other = _name("gc-short"), _name("gc-long"), _name("gc-other")
+    _ok(run("up", short, "--ttl", "1s", "--label", batch))
+    _ok(run("up", long_, "--ttl", "1h", "--label", batch))
+    _ok(run("up", other, "--ttl", "1s"))
     time.sleep(1.5)
-    assert short in _ok(run("gc", "--dry-run")).out
-    r = _ok(run("gc"))
-    assert f"removed {short}" in r.out and long_ not in r.out
+    dry = _ok(run("gc", "--dry-run", "--label", batch)).out
+    assert short in dry and other not in dry
+    r = _ok(run("gc", "--label", batch))
+    assert f"removed {short}" in r.out and long_ not in r.out and other not in r.out
     left = _ls(run)
-    assert short not in left and long_ in left
+    assert short not in left and long_ in left and other in left
 
 
 def test_s3_status_says_memory(run: Fleet) -> None:

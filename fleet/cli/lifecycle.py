@@ -222,21 +222,22 @@ def teardown(
 @app.command()
 def gc(
     ctx: typer.Context,
+    label: Labels = None,
     purge: Purge = False,
     yes: Yes = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list them.")] = False,
 ) -> None:
-    """Remove the tenants whose --ttl has passed."""
+    """Remove the tenants whose --ttl has passed (with --label: only those carrying it)."""
     from fleet.ops import removal, tenants
 
     from . import output
 
     if dry_run:
-        gone = tenants.expired(fleet_of(ctx))
+        gone = tenants.expired(fleet_of(ctx), labels=labels(label))
         output.out.print("\n".join(gone) if gone else "no expired tenants")
         return
     with RemovalProgress(purge and not yes) as progress:
-        done = removal.gc(fleet_of(ctx), purge=purge, reporter=progress)
+        done = removal.gc(fleet_of(ctx), labels=labels(label), purge=purge, reporter=progress)
     output.removal(done)
 
 

@@ -67,7 +67,12 @@ def restored(r: RestoreResult) -> None:
         + (f" ({age:.1f}s old)" if age is not None else "")
     )
     out.print(
-        f"  restore {r.restore_s:.1f}s, healthy after {r.total_s:.1f}s; API at {t.url}"
+        (
+            f"  restore {r.restore_s:.1f}s"
+            if r.restore_s is not None
+            else "  restored by its task as it started"
+        )
+        + f", healthy after {r.total_s:.1f}s; API at {t.url}"
         + (f"; image copied from {r.transfer.source}" if r.transfer.how == "copied" else "")
     )
     if r.archived:

@@ -99,8 +99,9 @@ class SwarmHosting:
         return sorted(infos, key=lambda h: h.name)
 
     def place(self, host: str | None) -> str:
-        """The node label ``host`` (checked); "" lets Swarm decide."""
-        if host is None:
+        """The node label ``host`` (checked); "" lets Swarm decide (None or "" given: what
+        an earlier ``place`` returned is passed on by restore and fork)."""
+        if not host:
             return ""
         if not any(node_label(n) == host for n in self._nodes().values()):
             raise InvalidArgument(
@@ -194,8 +195,10 @@ class SwarmHosting:
     def create(self, spec: TenantSpec, host: str) -> Tenant:
         if spec.egress != names.DEFAULT_EGRESS:  # nothing on a node would enforce it
             raise InvalidArgument(
-                "--egress is not enforced on Swarm yet",
-                "leave it out (Swarm tenants reach what their node reaches), or use Docker hosts",
+                f"--egress {spec.egress}: egress policies are not enforced on Swarm (a Swarm "
+                "tenant reaches what its node reaches)",
+                "leave --egress out, or run this tenant on Docker hosts (FLEET_BACKEND=engines),"
+                " which enforce it",
             )
         client = self.manager.client
         image_id = str(client.images.get(spec.image).id)

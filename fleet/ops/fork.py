@@ -2,8 +2,11 @@
 of a point in time, to try a change from the exact state an agent was in.
 
 SRC is only read, through its backup (``tenants/SRC/``): never its container, volume or lease,
-so it may be running, stopped or parked. NEW's volume is filled by restore.py's one-off
-restore pointed at SRC's replica; from then on NEW is a tenant like any other, created by
+so it may be running, stopped or parked. On Docker hosts NEW's volume is filled by
+restore.py's one-off restore pointed at SRC's replica. On Swarm (a ``Placing`` hosting) the
+fleet cannot prepare a volume on the node Swarm will choose, so it restores SRC's backup on
+this machine and seeds NEW's backup with that copy: NEW's task restores it into its empty
+volume as it starts, on any node. From then on NEW is a tenant like any other, created by
 ``tenants.create``: its own API token, lease (``leases/NEW.json``), replica path
 (``tenants/NEW/``) and credentials, SRC's image, app, limits and environment, and the user
 label ``litefleet.forked-from=SRC``. Its runtime recovers every run that was unfinished at
@@ -17,9 +20,11 @@ for, so that a fork "as of now" holds what was committed until now.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fleet.core import names
 from fleet.core.context import Fleet
@@ -30,9 +35,9 @@ from fleet.core.errors import (
     ObjectStoreError,
     TenantNotFound,
 )
-from fleet.core.hosting import Tenant, TransferProgress
-from fleet.storage.backups import backup_state, txid_time
-from fleet.storage.litestream import parse_timestamp
+from fleet.core.hosting import Placing, Tenant, TransferProgress
+from fleet.storage.backups import backup_state, purge, txid_time
+from fleet.storage.litestream import parse_timestamp, restore_copy, seed_backup
 
 from .park import parked_spec
 from .restore import restore_volume
@@ -83,16 +88,21 @@ def fork(
     claim_and_copy(fleet, new, target, image, False, progress)
     if stamp:
         _wait_for(stamp)
-    fleet.hosting.create_volume(new, target)
-    try:
-        r0 = time.monotonic()
-        txid = _restore(fleet, src, new, target, image, stamp)
+    r0 = time.monotonic()
+    if isinstance(fleet.hosting, Placing):
+        txid = _seeded(fleet, src, new, stamp)
         restore_s = time.monotonic() - r0
-        created = create(fleet, new, options, host=target).tenant
-    except BaseException:
-        if not any(t.host == target for t in fleet.hosting.tenants(name=new)):
-            fleet.hosting.remove_volume(new, target)  # leave nothing half-made behind
-        raise
+        created = _create_seeded(fleet, new, options, target)
+    else:
+        fleet.hosting.create_volume(new, target)
+        try:
+            txid = _restore(fleet, src, new, target, image, stamp)
+            restore_s = time.monotonic() - r0
+            created = create(fleet, new, options, host=target).tenant
+        except BaseException:
+            if not any(t.host == target for t in fleet.hosting.tenants(name=new)):
+                fleet.hosting.remove_volume(new, target)  # leave nothing half-made behind
+            raise
     return ForkResult(
         source=src,
         tenant=created,
@@ -141,6 +151,38 @@ def _restore(fleet: Fleet, src: str, new: str, host: str, image: str, stamp: str
                 f"no backup of {src!r} as of {_shown(stamp)}",
                 "pick a later --at (`fleet pull --at` shows what a time holds)",
             ) from None
+        raise
+
+
+def _seeded(fleet: Fleet, src: str, new: str, stamp: str | None) -> int:
+    """SRC's backup as of ``stamp``, restored on this machine and replicated once as NEW's
+    backup (the fleet's key: a tenant's own may not read SRC's); the txid restored."""
+    s3 = fleet.storage.for_fleet()
+    with tempfile.TemporaryDirectory(prefix=".fleet-fork-") as tmp:
+        copy = Path(tmp, "tenant.db")
+        try:
+            txid = restore_copy(s3, src, copy, stamp)
+        except ObjectStoreError as exc:
+            if stamp and "restore plan" in exc.message:  # nothing replicated by then
+                raise ObjectStoreError(
+                    f"no backup of {src!r} as of {_shown(stamp)}",
+                    "pick a later --at (`fleet pull --at` shows what a time holds)",
+                ) from None
+            raise
+        try:
+            seed_backup(s3, new, copy)
+        except BaseException:
+            purge(s3, new)  # a half-written backup would block a retry under this name
+            raise
+    return txid
+
+
+def _create_seeded(fleet: Fleet, new: str, options: TenantOptions, target: str) -> Tenant:
+    try:
+        return create(fleet, new, options, host=target).tenant
+    except BaseException:
+        if find_or_none(fleet, new) is None:  # nothing runs from it: leave no backup behind
+            purge(fleet.storage.for_fleet(), new)
         raise
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from fleet.core import names
 from fleet.core.context import Fleet
-from fleet.core.errors import FleetError, ObjectStoreError, TenantNotFound
-from fleet.core.hosting import OneOff, Tenant, TenantSpec
+from fleet.core.errors import FleetError, InvalidArgument, ObjectStoreError, TenantNotFound
+from fleet.core.hosting import OneOff, Placing, Tenant, TenantSpec
 from fleet.core.log import log
 from fleet.core.spec_json import spec_from_json, spec_to_json
 from fleet.storage import manifests
@@ -78,6 +78,7 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
         if rec is None:
             raise TenantNotFound(tenant)
         return ParkResult(tenant, str(rec.get("host")), rec.get("next_wake_at"), 0.0, 0, True)
+    _refuse_unchecked_volume(fleet, t)
     _settle(t)
     activity = _activity(t)
     settings, secrets = spec_to_json(fleet.hosting.spec_of(t))
@@ -109,6 +110,18 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
     _set(fleet, tenant, names.STATE_PARKED, record)
     log.info("parked", tenant=tenant, host=t.host, next_wake_at=deadline)
     return ParkResult(tenant, t.host, deadline, time.monotonic() - t0, interrupted)
+
+
+def _refuse_unchecked_volume(fleet: Fleet, t: Tenant) -> None:
+    """A stopped SQLite tenant's volume is checked against the backup by a one-off container
+    on its host; on Swarm (a ``Placing`` hosting) the fleet runs none on a node."""
+    if not t.running and t.backend == names.BACKEND_SQLITE and isinstance(fleet.hosting, Placing):
+        raise InvalidArgument(
+            f"tenant {t.name!r} is stopped: on Swarm the fleet cannot check its volume against "
+            "the backup",
+            f"`fleet up {t.name}` then `fleet park {t.name}` (the final sync is checked as it "
+            "stops)",
+        )
 
 
 def _idle(activity: dict[str, Any], idle_for: float) -> bool:

@@ -120,10 +120,17 @@ def teardown(
     return remove_many(fleet, _with_parked(fleet, found, labels), purge, reporter)
 
 
-def gc(fleet: Fleet, *, purge: bool = False, reporter: Reporter | None = None) -> Removal:
-    """Remove the tenants whose TTL has passed (parked ones too), in parallel."""
+def gc(
+    fleet: Fleet,
+    *,
+    labels: dict[str, str] | None = None,
+    purge: bool = False,
+    reporter: Reporter | None = None,
+) -> Removal:
+    """Remove the tenants whose TTL has passed (parked ones too; only those carrying all
+    ``labels``), in parallel."""
     now = time.time()
-    gone = expired(fleet, now) + [t.name for t in parked(fleet) if t.expired(now)]
+    gone = expired(fleet, now, labels) + [t.name for t in parked(fleet, labels) if t.expired(now)]
     return remove_many(fleet, sorted(set(gone)), purge, reporter)
 
 

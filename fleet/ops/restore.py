@@ -15,6 +15,12 @@ retention drops it, so it is first copied to ``archive/<tenant>/<UTC time>/`` in
 
 Same shape as migrate.py: check, get the image to the target, put the data there, create
 the tenant there with ``tenants.create``, clean up.
+
+On Swarm (a ``Placing`` hosting) the fleet cannot run a one-off container on the node Swarm
+will choose, and needs none: a task whose volume is empty restores the backup as it starts,
+on any node. So restore there checks the same things and creates the service; the txid is
+the backup's newest when it was created. A point in time (--at) would need the backup
+itself rewound, which is not offered there (`fleet fork --at` makes a new tenant instead).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from datetime import datetime
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import BackupNotFound, InvalidArgument
-from fleet.core.hosting import OneOff, Tenant, Transfer, TransferProgress
+from fleet.core.hosting import OneOff, Placing, Tenant, Transfer, TransferProgress
 from fleet.core.log import log
 from fleet.storage.backups import archive, backup_state, txid_time
 from fleet.storage.litestream import parse_timestamp, restored_txid
@@ -40,7 +46,7 @@ class RestoreResult:
     txid: int
     newest_at: datetime | None  # upload time of the newest restored transaction
     at: str | None  # the point in time asked for
-    restore_s: float  # the one-off restore
+    restore_s: float | None  # the one-off restore (None: the task restored as it started)
     total_s: float  # until the tenant answered /healthz
     transfer: Transfer
     archived: str | None  # where the rewound history was copied (--at only)
@@ -65,7 +71,7 @@ def restore(
     progress: TransferProgress | None = None,
 ) -> RestoreResult:
     names.check_tenant(tenant)
-    stamp = parse_timestamp(at) if at else None
+    stamp = _point_in_time(fleet, tenant, at)
     t0 = time.monotonic()
     target = fleet.hosting.place(host)
     stale = fleet.hosting.tenants(name=tenant)
@@ -83,9 +89,7 @@ def restore(
         )
     fleet.hosting.create_volume(tenant, target)
     try:
-        r0 = time.monotonic()
-        txid = restore_volume(fleet, tenant, target, image, stamp)
-        restore_s = time.monotonic() - r0
+        txid, restore_s = _fill_volume(fleet, tenant, target, image, stamp)
         archived = archive(s3, tenant) if stamp else None
         removed = _remove_stale(fleet, stale)
         source = stale[0] if stale else None
@@ -114,6 +118,17 @@ def restore(
     )
 
 
+def _point_in_time(fleet: Fleet, tenant: str, at: str | None) -> str | None:
+    """--at for Litestream; refused on Swarm (the module's docstring says why)."""
+    if at and isinstance(fleet.hosting, Placing):
+        raise InvalidArgument(
+            "fleet restore --at is not available on Swarm",
+            f"`fleet fork {tenant} NEW --at {at}` starts a new tenant from that point; "
+            f"`fleet pull {tenant} --at {at}` copies the database",
+        )
+    return parse_timestamp(at) if at else None
+
+
 def _refuse_live_copies(
     copies: list[Tenant], tenant: str, target: str, force_takeover: bool
 ) -> None:
@@ -128,6 +143,17 @@ def _refuse_live_copies(
                 f"tenant {tenant!r} runs on host {t.host!r}",
                 f"`fleet migrate {tenant} --to {target}` moves it without losing data",
             )
+
+
+def _fill_volume(
+    fleet: Fleet, tenant: str, host: str, image: str, stamp: str | None
+) -> tuple[int, float | None]:
+    """The txid the tenant starts from, and how long the one-off restore took (None on
+    Swarm, where the task restores its empty volume as it starts)."""
+    if isinstance(fleet.hosting, Placing):
+        return backup_state(fleet.storage.for_fleet(), tenant).txid, None
+    r0 = time.monotonic()
+    return restore_volume(fleet, tenant, host, image, stamp), time.monotonic() - r0
 
 
 def restore_volume(

@@ -113,10 +113,12 @@ def list_tenants(fleet: Fleet, labels: dict[str, str] | None = None) -> list[Ten
     return fleet.hosting.tenants(labels=labels)
 
 
-def expired(fleet: Fleet, now: float | None = None) -> list[str]:
-    """Tenants whose TTL has passed."""
+def expired(
+    fleet: Fleet, now: float | None = None, labels: dict[str, str] | None = None
+) -> list[str]:
+    """Tenants whose TTL has passed (carrying all ``labels``)."""
     now = time.time() if now is None else now
-    return [t.name for t in list_tenants(fleet) if t.expired(now)]
+    return [t.name for t in list_tenants(fleet, labels) if t.expired(now)]
 
 
 # -- up: start a stopped tenant, or create one

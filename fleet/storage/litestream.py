@@ -1,5 +1,6 @@
 """Litestream on this machine: restoring a tenant's copy from its backup (``fleet pull``,
-``fleet inspect TENANT``), and reading what ``litestream restore`` reports.
+``fleet inspect TENANT``, `fleet fork` on Swarm), seeding a new tenant's backup from such a
+copy (`fleet fork` on Swarm), and reading what ``litestream restore`` reports.
 
 It gets explicit credentials and an explicit environment: the shell's AWS_CA_BUNDLE makes
 Litestream 0.5.17 refuse to start, and proxies must never see this traffic.
@@ -41,11 +42,12 @@ def litestream_binary() -> str:
     return found
 
 
-def restore_config(s3: S3Settings, tenant: str) -> str:
-    """Litestream YAML naming the tenant's replica; credentials come from the environment."""
+def restore_config(s3: S3Settings, tenant: str, db: str = DB_PATH) -> str:
+    """Litestream YAML naming the tenant's replica of the database ``db``; credentials come
+    from the environment."""
     return (
         "dbs:\n"
-        f"  - path: {DB_PATH}\n"
+        f"  - path: {_yaml(db)}\n"
         "    replica:\n"
         "      type: s3\n"
         f"      bucket: {_yaml(s3.bucket)}\n"
@@ -70,6 +72,19 @@ def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None =
     if proc.returncode != 0 or not out.exists():
         raise ObjectStoreError(f"litestream restore failed: {last_error(proc.stderr)}")
     return restored_txid(proc.stdout)
+
+
+def seed_backup(s3: S3Settings, tenant: str, db: Path) -> None:
+    """Replicate the database file ``db`` once, as a snapshot, to the tenant's (empty)
+    backup: a tenant created afterwards restores it into its empty volume as it starts,
+    wherever it is placed. ObjectStoreError when that fails."""
+    config = db.with_name(db.name + ".seed.yml")
+    config.write_text(restore_config(s3, tenant, str(db)))
+    cmd = [litestream_binary(), "replicate", "-config", str(config), "-once", "-force-snapshot"]
+    proc = subprocess.run(cmd, env=_env(s3, db.parent), capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    if proc.returncode != 0:
+        raise ObjectStoreError(f"litestream replicate failed: {last_error(proc.stderr)}")
 
 
 def follow_copy(s3: S3Settings, tenant: str, out: Path, config: Path) -> subprocess.Popen[str]:

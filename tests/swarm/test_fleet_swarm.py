@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fleet_support import Result, fleet, one_line_error
-from tests.swarm.tenants import BUCKET, NODE_NAMES, SwarmTenants
+from tests.swarm.tenants import NODE_NAMES
 from tests.swarm_cluster import SwarmCluster
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
@@ -27,25 +26,9 @@ def _ok(r: Result) -> Result:
     return r
 
 
-@pytest.fixture(scope="module")
-def env(swarm: SwarmCluster, tenant_image: str) -> Iterator[dict[str, str]]:
-    SwarmTenants(swarm, tenant_image).close()  # the test bucket, and nothing else
-    env = {
-        "FLEET_BACKEND": "swarm",
-        "FLEET_HOSTS": f"{NODE_NAMES[0]}={swarm.manager_url},{NODE_NAMES[1]}={swarm.node2_url}",
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_ENDPOINT": swarm.s3_endpoint,
-        "FLEET_S3_BUCKET": BUCKET,
-        "FLEET_S3_ACCESS_KEY_ID": "litefleet",
-        "FLEET_S3_SECRET_ACCESS_KEY": "litefleet-test",
-        "FLEET_HEALTH_TIMEOUT": "120",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
-    yield env
-    listed = fleet("ls", "--json", env=env)
-    for t in json.loads(listed.out) if listed.code == 0 else []:
-        fleet("rm", t["tenant"], "--purge", "--yes", env=env)
+@pytest.fixture
+def env(swarm_env: dict[str, str]) -> dict[str, str]:
+    return swarm_env
 
 
 def _ls(env: dict[str, str], tenant: str) -> dict[str, Any]:
@@ -64,14 +47,16 @@ def test_hosts_label_names_the_nodes(env: dict[str, str], swarm: SwarmCluster) -
     assert "AVAILABILITY" in table and NODE_NAMES[1] in table
     bad = fleet("hosts", "label", "no-such-node", "x", env=env)
     assert bad.code == 2 and "no Swarm node matches" in one_line_error(bad)
-    unknown = fleet("up", "s-nowhere", "--host", "nowhere", env=env)
+    unknown = fleet("up", "s-nowhere", "--host", "nowhere", env=env)  # refused: nothing made
     assert unknown.code == 2 and "litefleet.host=nowhere" in one_line_error(unknown)
 
 
-def test_up_on_a_node_run_down_up_rm(env: dict[str, str], swarm: SwarmCluster) -> None:
+def test_up_on_a_node_run_down_up_rm(
+    env: dict[str, str], swarm: SwarmCluster, new_tenant: Callable[[], str]
+) -> None:
     import docker
 
-    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    tenant = new_tenant()
     _ok(fleet("up", tenant, "--host", NODE_NAMES[1], "--label", "team=blue", env=env))
     row = _ok_row(env, tenant)
     assert row["host"] == NODE_NAMES[1] and row["state"] == "running"
@@ -111,10 +96,12 @@ def _ok_row(env: dict[str, str], tenant: str, timeout: float = 30) -> dict[str, 
         time.sleep(0.5)
 
 
-def test_migrate_by_constraint(env: dict[str, str], swarm: SwarmCluster) -> None:
+def test_migrate_by_constraint(
+    env: dict[str, str], swarm: SwarmCluster, new_tenant: Callable[[], str]
+) -> None:
     import docker
 
-    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    tenant = new_tenant()
     _ok(fleet("up", tenant, "--host", NODE_NAMES[1], env=env))
     for i in range(3):
         _ok(fleet("run", tenant, "echo", "-i", f'{{"message": "m{i}"}}', "--id", f"m{i}",
@@ -138,19 +125,19 @@ def test_migrate_by_constraint(env: dict[str, str], swarm: SwarmCluster) -> None
 
 
 def test_node_loss_the_tenant_continues_elsewhere_and_ls_says_where(
-    env: dict[str, str], swarm: SwarmCluster
+    env: dict[str, str], swarm: SwarmCluster, new_tenant: Callable[[], str]
 ) -> None:
     """A tenant Swarm placed on node 2 (not pinned: a pinned tenant waits for its node), runs
     in flight; node 2 dies. Every run acknowledged before the loss is on node 1 and completes;
     `fleet ls` shows node 1; `fleet logs` works there; teardown by label leaves nothing."""
     import docker
 
-    tenant = f"s-{uuid.uuid4().hex[:8]}"
+    tenant = new_tenant()
     manager = docker.DockerClient(swarm.manager_url)
     node1 = manager.nodes.get(swarm.node1_id)
     node1.update({**node1.attrs["Spec"], "Availability": "pause"})
     try:  # so that Swarm's own choice is node 2
-        _ok(fleet("up", tenant, "--label", "fo=yes", env=env))
+        _ok(fleet("up", tenant, "--label", f"fo={tenant}", env=env))
     finally:
         node1.reload()
         node1.update({**node1.attrs["Spec"], "Availability": "active"})
@@ -177,6 +164,6 @@ def test_node_loss_the_tenant_continues_elsewhere_and_ls_says_where(
     finally:
         swarm.start_node()
         manager.close()
-    _ok(fleet("teardown", "--label", "fo=yes", "--purge", "--yes", env=env))
+    _ok(fleet("teardown", "--label", f"fo={tenant}", "--purge", "--yes", env=env))
     assert not [r for r in json.loads(_ok(fleet("ls", "--json", env=env)).out)
                 if r["tenant"] == tenant]  # fmt: skip
