@@ -1,5 +1,5 @@
 """``agent-runtime``: serve an app's workflows over HTTP (``serve``); check recorded runs
-against new code (``replay``, in ``_cli_replay``).
+against new code (``replay``, in ``_cli_replay``); list an app's workflows (``workflows``).
 
 argparse rather than Typer on purpose: this process runs in every tenant container and
 its idle memory is a budget (Typer + Rich cost several MB).
@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import structlog
 
-from . import __version__, _cli_replay
+from . import __version__, _cli_replay, _cli_workflows
 from ._errors import AgentRuntimeError, InvalidInput
 from ._logging import LEVELS, configure_logging
 
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--log-level", default="info", choices=LEVELS, help="default info")
     _cli_replay.add_parser(sub)
+    _cli_workflows.add_parser(sub)
     return p
 
 
@@ -197,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             configure_logging(args.log_level, stream=sys.stderr)
             return _cli_replay.command(args)
+        if args.command == "workflows":
+            configure_logging("warning", stream=sys.stderr)
+            return _cli_workflows.command(args)
     except AgentRuntimeError as exc:
         hint = f" (hint: {exc.hint})" if getattr(exc, "hint", None) else ""
         print(f"agent-runtime: error: {exc}{hint}", file=sys.stderr)

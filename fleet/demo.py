@@ -2,8 +2,9 @@
 through the real CLI.
 
 Launch 3 tenants, run the research agent in each, kill one container mid-run, bring it
-back and show the run resumed, pull one tenant's database and show its timeline, tear the
-fleet down. Every step prints the `fleet` command a user would type.
+back and show the run resumed, pull one tenant's database and show its timeline, run your
+own code in a tenant and deploy a new version of it under a waiting run, tear the fleet
+down. Every step prints the `fleet` command a user would type.
 """
 
 from __future__ import annotations
@@ -135,6 +136,48 @@ def pull_and_read(victim: str, killed_at: float) -> None:
             raise SystemExit("demo: long-1 does not hold exactly one result per step")
 
 
+OWN_AGENT = """\
+from agent_runtime import step, wait_for_signal, workflow
+
+@step
+async def draft(topic: str) -> str:
+    return f"a short note on {topic}"
+
+@workflow
+async def note(topic: str) -> dict:
+    text = await draft(topic)
+    verdict = await wait_for_signal("approve")   # a human in the loop
+    return {"note": text, "verdict": verdict}
+"""
+ADDED = """
+@workflow
+async def ping() -> str:
+    return "pong from the new version"
+"""
+
+
+def own_agent() -> None:
+    """Your own code in a tenant (an implicit template), then a new version deployed while
+    a run of the old one waits for a human: it finishes on the new code."""
+    print("\n== Your own agent: a directory of code becomes a template and a tenant ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "demo-notes"
+        src.mkdir()
+        (src / "agents.py").write_text(OWN_AGENT)
+        print(f"\n  {src}/agents.py:\n" + OWN_AGENT)
+        fleet("up", "demo-own", "--app", str(src), "--label", LABEL)
+        fleet("run", "demo-own", "note", "--input", '{"topic": "sqlite"}', "--id", "n1")
+        wait_status("demo-own", "n1", "waiting")
+        (src / "agents.py").write_text(OWN_AGENT + ADDED)
+        print("\n  (agents.py gains a workflow `ping`; n1 waits for its signal)")
+        fleet("template", "build", str(src), "--name", "demo-notes")
+        fleet("deploy", "demo-own", "--template", "demo-notes")
+    fleet("signal", "demo-own", "n1", "approve", "--data", '{"ok": true}')
+    wait_status("demo-own", "n1", "completed")
+    fleet("runs", "demo-own")
+    fleet("run", "demo-own", "ping", "--wait")
+
+
 def main() -> int:
     print("litefleet demo: 3 tenants on the embedded S3 store (in memory: for demos and tests)")
     fleet("s3", "up")
@@ -144,8 +187,10 @@ def main() -> int:
     research_in_each()
     victim = TENANTS[2]
     pull_and_read(victim, kill_and_resume(victim))
+    own_agent()
     print("\n== Tear the fleet down (volumes and backups too) ==")
     fleet("teardown", "--label", LABEL, "--purge", "--yes")
+    fleet("template", "rm", "demo-notes")
     fleet("ls", "--label", LABEL)
     print("\ndemo complete")
     return 0
@@ -156,4 +201,5 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt:
         subprocess.run([FLEET, "teardown", "--label", LABEL, "--purge", "--yes"], check=False)
+        subprocess.run([FLEET, "template", "rm", "demo-notes", "--force"], check=False)
         sys.exit(130)

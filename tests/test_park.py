@@ -194,7 +194,7 @@ def test_idle_tenant_is_parked_but_not_while_a_run_executes(
 ) -> None:
     t = name()
     app = _volume_with_app(docker_client, t, tenant_image)
-    ok(run("up", t, "--idle-park", "8s", "--app", app))
+    ok(run("up", t, "--idle-park", "8s", "--image", tenant_image, "--app", app))
     token = ok(run("token", t)).out.strip()
     with gateway.client(t, token) as c:  # within 8 s of the start (the app dies with a park)
         r = c.post("/v1/runs", json={"workflow": "busy", "input": {"seconds": 20}, "id": "b1"})

@@ -328,3 +328,38 @@ def test_token_file_guards_the_api_and_bad_files_are_one_line(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_workflows_lists_what_an_app_registers(tmp_path: Path) -> None:
+    import json
+
+    app = tmp_path / "agents.py"
+    app.write_text(
+        "from agent_runtime import workflow\n"
+        "print('hello from import')\n"
+        "@workflow\nasync def triage(x: int) -> int:\n    return x\n"
+        "@workflow(name='b-report')\nasync def report() -> None:\n    return None\n"
+    )
+    out = cli("workflows", "--app", str(app), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"app": str(app), "workflows": ["b-report", "triage"]}
+    assert "hello from import" in out.stderr  # printed, but kept off the JSON
+    assert cli("workflows", "--app", str(app)).stdout.split() == ["b-report", "triage"]
+
+
+@pytest.mark.parametrize(
+    ("source", "needle"),
+    [
+        ("import no_such_dependency_xyz\n", "No module named 'no_such_dependency_xyz'"),
+        ("raise RuntimeError('needs a key')\n", "RuntimeError: needs a key"),
+        ("def f(:\n", "SyntaxError"),
+        ("x = 1\n", "defines no @workflow"),
+    ],
+)
+def test_workflows_names_why_an_app_is_refused(tmp_path: Path, source: str, needle: str) -> None:
+    app = tmp_path / "agents.py"
+    app.write_text(source)
+    out = cli("workflows", "--app", str(app), "--json")
+    assert out.returncode == 2 and out.stdout == ""
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

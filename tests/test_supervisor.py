@@ -62,6 +62,21 @@ def test_keeper_loads_nothing_heavy() -> None:
     assert not heavy & set(out), heavy & set(out)
 
 
+def test_the_s3_key_from_a_secret_file(tmp_path: Path) -> None:
+    """On Swarm the key is a secret file (the service's spec holds no key): read into the
+    keeper's and Litestream's environment; the file's name goes to no process."""
+    key_file = tmp_path / "litefleet-s3-key"
+    key_file.write_text("from-the-file\n")
+    given = {k: v for k, v in CONTAINER_ENV.items() if k != "LITESTREAM_SECRET_ACCESS_KEY"}
+    env = envs.with_key_file({**given, "LITESTREAM_SECRET_ACCESS_KEY_FILE": str(key_file)})
+    assert envs.keeper_env(env)["LITESTREAM_SECRET_ACCESS_KEY"] == "from-the-file"
+    assert envs.litestream_env(env)["LITESTREAM_SECRET_ACCESS_KEY"] == "from-the-file"
+    assert not any(k.startswith("LITESTREAM_SECRET") for k in envs.runtime_env(env))
+    assert envs.with_key_file(CONTAINER_ENV) == CONTAINER_ENV  # the key itself: as it is
+    with pytest.raises(OSError):
+        envs.with_key_file({**given, "LITESTREAM_SECRET_ACCESS_KEY_FILE": str(tmp_path / "no")})
+
+
 @pytest.mark.parametrize(
     ("db_exists", "replicated_before", "local", "replica", "action"),
     [

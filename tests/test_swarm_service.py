@@ -1,6 +1,6 @@
 """The Swarm service spec of a tenant (fleet/engine/swarm_service.py), without a swarm: what
-it must hold (hardening, limits, reservations, the token as a secret file, the node
-constraint, the host-mode port) and what it must not (the token in the environment).
+it must hold (hardening, limits, reservations, the token and the S3 key as secret files, the
+node constraint, the host-mode port) and what it must not (either in the environment).
 The swarm itself runs it in tests/swarm/."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fleet.core.errors import ConfigError
 from fleet.core.hosting import TenantSpec
 from fleet.engine.swarm_service import (
     Placement,
+    SecretRef,
     allocate_port,
     constraints,
     current_task,
@@ -26,7 +27,10 @@ TOKEN = "tok-0123456789abcdef-not-in-env"
 S3_SECRET = "s3-secret-key"
 
 
-def _args(node: str | None = "edge-1", **kw: Any) -> dict[str, Any]:
+KEY = SecretRef("key-id", "key-name")
+
+
+def _args(node: str | None = "edge-1", key: SecretRef | None = KEY, **kw: Any) -> dict[str, Any]:
     spec = TenantSpec(
         tenant="alice",
         image="litefleet/tenant:0.1.0",
@@ -39,7 +43,8 @@ def _args(node: str | None = "edge-1", **kw: Any) -> dict[str, Any]:
         s3=S3Settings("http://s3.internal:9000", "b", "us-east-1", "key-id", S3_SECRET),
         **kw,
     )
-    return service_args(spec, Placement("sha256:" + "a" * 64, "sec-id", "sec-name", 30007, node))
+    where = Placement("sha256:" + "a" * 64, "sec-id", "sec-name", 30007, node, key)
+    return service_args(spec, where)
 
 
 def test_one_replica_restart_any_stop_first_host_mode_port() -> None:
@@ -73,19 +78,30 @@ def test_hardening_limits_and_reservation() -> None:
     assert tmp["Type"] == "tmpfs" and tmp["Target"] == "/tmp"
 
 
-def test_the_token_is_a_secret_file_never_in_the_environment() -> None:
+def test_the_token_and_the_s3_key_are_secret_files_never_in_the_environment() -> None:
     args = _args()
     c = args["task_template"]["ContainerSpec"]
-    assert TOKEN not in json.dumps(args)
+    assert TOKEN not in json.dumps(args) and S3_SECRET not in json.dumps(args)
     env = dict(e.split("=", 1) for e in c["Env"])
-    assert "AGENT_RUNTIME_TOKEN" not in env
+    assert "AGENT_RUNTIME_TOKEN" not in env and "LITESTREAM_SECRET_ACCESS_KEY" not in env
     assert env["AGENT_RUNTIME_TOKEN_FILE"] == "/run/secrets/litefleet-token"
+    assert env["LITESTREAM_SECRET_ACCESS_KEY_FILE"] == "/run/secrets/litefleet-s3-key"
+    assert env["LITESTREAM_ACCESS_KEY_ID"] == "key-id"  # an id, not a secret
     assert env["LITEFLEET_HOST"] == "{{.Node.ID}}"  # the lease names the node
     assert env["APP_SETTING"] == "x"
-    (secret,) = c["Secrets"]
-    assert secret["SecretID"] == "sec-id"
-    assert secret["File"] == {"Name": "litefleet-token", "UID": "10001", "GID": "10001",
-                              "Mode": 0o400}  # fmt: skip
+    token, key = c["Secrets"]
+    assert (token["SecretID"], key["SecretID"]) == ("sec-id", KEY.id)
+    for secret, name in ((token, "litefleet-token"), (key, "litefleet-s3-key")):
+        assert secret["File"] == {"Name": name, "UID": "10001", "GID": "10001", "Mode": 0o400}
+
+
+def test_a_sqlite_tenant_without_its_key_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="S3 key as a secret"):
+        _args(key=None)
+    pg = _args(key=None, db_url="postgresql://u@db:5432/t")  # no S3 key: only the token
+    c = pg["task_template"]["ContainerSpec"]
+    assert [s["File"]["Name"] for s in c["Secrets"]] == ["litefleet-token"]
+    assert not any(e.startswith("LITESTREAM_SECRET_ACCESS_KEY") for e in c["Env"])
 
 
 def test_ports_and_constraints() -> None:

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
-
-from fleet.core.errors import FleetError
 
 from .base import Tenant, fleet_of, image_app, k8s_app, s3_app
 
@@ -44,7 +41,7 @@ def image_build() -> None:
 
     from . import output
 
-    for image, size_mb in build_images(_repo_root()):
+    for image, size_mb in build_images():
         output.out.print(f"built {image} ({size_mb} MB)")
 
 
@@ -55,12 +52,3 @@ def k8s_manifest(ctx: typer.Context, tenant: Tenant) -> None:
     from fleet.ops.k8s_manifest import manifest_for
 
     sys.stdout.write(manifest_for(fleet_of(ctx), tenant))
-
-
-def _repo_root() -> Path:
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "images" / "build.sh").is_file():
-        raise FleetError(
-            "images/ not found next to the fleet package", "run from a litefleet source checkout"
-        )
-    return root

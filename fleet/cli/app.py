@@ -10,10 +10,21 @@ import sys
 from fleet.core.errors import FleetError, translate
 
 # The command modules register their commands on the app when imported.
-from . import admin, backups, hosts, lifecycle, observe, parking, runs
+from . import admin, backups, hosts, lifecycle, observe, parking, runs, templates
 from .base import app
 
-__all__ = ["admin", "app", "backups", "hosts", "lifecycle", "main", "observe", "parking", "runs"]
+__all__ = [
+    "admin",
+    "app",
+    "backups",
+    "hosts",
+    "lifecycle",
+    "main",
+    "observe",
+    "parking",
+    "runs",
+    "templates",
+]
 
 
 def main(argv: list[str] | None = None) -> None:

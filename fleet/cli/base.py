@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet.core.errors import Aborted
+from fleet.core.names import DEFAULT_APP
 
 if TYPE_CHECKING:
     from fleet.core.context import Fleet
@@ -38,9 +39,14 @@ s3_app = typer.Typer(
 )
 image_app = typer.Typer(help="Tenant container images.", no_args_is_help=True)
 k8s_app = typer.Typer(help="Kubernetes, on paper (docs/kubernetes.md).", no_args_is_help=True)
+template_app = typer.Typer(
+    help="Templates: your agent's code and its dependencies on top of the tenant image.",
+    no_args_is_help=True,
+)
 app.add_typer(s3_app, name="s3")
 app.add_typer(image_app, name="image")
 app.add_typer(k8s_app, name="k8s")
+app.add_typer(template_app, name="template")
 
 # -- shared options
 
@@ -73,6 +79,36 @@ Purge = Annotated[
     bool, typer.Option("--purge", help="Also delete the backup in object storage (asks first).")
 ]
 Memory = Annotated[str, typer.Option(help="Memory limit (docker syntax, e.g. 256m).")]
+AppOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        help="The app registering the workflows: a local .py file or directory (built into an"
+        " implicit template named after it, cached by content), or a module in the image"
+        f" (default: the template's, else {DEFAULT_APP}).",
+        metavar="PATH_OR_MODULE",
+    ),
+]
+TemplateRef = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="A template (`fleet template ls`); its newest version unless VERSION is given.",
+        metavar="NAME[:VERSION]",
+    ),
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
+        " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
+        " rewritten to the litefleet network's gateway IP, which containers reach (a note"
+        " says so; `bash images/postgres.sh start` listens there). The password goes to the"
+        " container as PGPASSWORD and is never printed.",
+        metavar="URL",
+    ),
+]
 Cpus = Annotated[float, typer.Option(help="CPU limit in cores.")]
 EnvVars = Annotated[
     list[str] | None,

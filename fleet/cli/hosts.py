@@ -8,7 +8,17 @@ import typer
 
 from fleet.core import names
 
-from .base import Cpus, ForceTakeover, Json, Memory, Tenant, app, fleet_of, image_progress
+from .base import (
+    Cpus,
+    ForceTakeover,
+    Json,
+    Memory,
+    TemplateRef,
+    Tenant,
+    app,
+    fleet_of,
+    image_progress,
+)
 
 hosts_app = typer.Typer(
     help="The hosts tenants run on: FLEET_HOSTS, or the nodes of a Docker Swarm.",
@@ -75,6 +85,7 @@ def restore(
         str | None,
         typer.Option("--app", help="App module (default: the old copy's, else the examples)."),
     ] = None,
+    template: TemplateRef = None,
     memory: Memory = names.DEFAULT_MEMORY,
     cpus: Cpus = names.DEFAULT_CPUS,
 ) -> None:
@@ -92,6 +103,7 @@ def restore(
             at=at,
             force_takeover=force_takeover,
             app=app_module,
+            template=template,
             memory=memory,
             cpus=cpus,
             progress=image_progress(),

@@ -11,9 +11,11 @@ import typer
 from fleet.core import names
 
 from .base import (
+    AppOption,
     BulkProgress,
     Count,
     Cpus,
+    DbUrl,
     Egress,
     EnvVars,
     ForceTakeover,
@@ -22,6 +24,7 @@ from .base import (
     Memory,
     Prefix,
     Purge,
+    TemplateRef,
     Tenant,
     Tenants,
     Yes,
@@ -32,9 +35,6 @@ from .base import (
     labels,
 )
 
-AppModule = Annotated[
-    str, typer.Option("--app", help="Python module (or file) registering the workflows.")
-]
 Image = Annotated[str | None, typer.Option(help="Tenant image (default: FLEET_IMAGE).")]
 Ttl = Annotated[
     str | None, typer.Option(help="Lifetime, e.g. 30m, 2h, 1d; `fleet gc` removes it after.")
@@ -51,19 +51,6 @@ IdlePark = Annotated[
 Host = Annotated[
     str | None,
     typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
-]
-DbUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--db-url",
-        help="postgresql://USER:PASSWORD@HOST:PORT/DB: run on PostgreSQL instead of SQLite"
-        " + Litestream (`fleet rm` leaves the data there). A 127.0.0.1/localhost host is"
-        " rewritten to the litefleet network's gateway IP, which containers reach (a note"
-        " says so; `bash images/postgres.sh start` listens there). The password goes to the"
-        " container as PGPASSWORD and is never printed; --db-url-file keeps it off this"
-        " command line too.",
-        metavar="URL",
-    ),
 ]
 DbUrlFile = Annotated[
     Path | None,
@@ -90,7 +77,8 @@ def up(
     tenant: Tenants = None,
     count: Count = None,
     prefix: Prefix = None,
-    app_module: AppModule = names.DEFAULT_APP,
+    app_module: AppOption = None,
+    template: TemplateRef = None,
     image: Image = None,
     label: Labels = None,
     ttl: Ttl = None,
@@ -118,6 +106,7 @@ def up(
     options = tenants.TenantOptions(
         app=app_module,
         image=image,
+        template=template,
         labels=labels(label),
         ttl=ttl,
         memory=memory,

@@ -32,7 +32,12 @@ def fork(
     ] = None,
     label: Labels = None,
     template: Annotated[
-        str | None, typer.Option("--template", help="Tenant template NEW runs.", metavar="NAME")
+        str | None,
+        typer.Option(
+            "--template",
+            help="Template NEW runs, NAME[:VERSION] (default: what SRC runs).",
+            metavar="NAME",
+        ),
     ] = None,
 ) -> None:
     """Create tenant NEW from SRC's backup as of --at; SRC is only read.

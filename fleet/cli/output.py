@@ -85,7 +85,13 @@ def up(result: UpResult, compact: bool = False) -> None:
     if result.warning:
         err.print(f"warning: {result.warning}", markup=False, highlight=False)
     out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host}: API at {t.url}")
-    if result.action != "running" and not compact:
+    if result.action != "running" and not compact and t.template:
+        out.print(
+            f"  try: fleet run {t.name} WORKFLOW --input '{{...}}' --wait"
+            f"  (workflows: fleet template ls)",
+            markup=False,
+        )
+    elif result.action != "running" and not compact:
         out.print(f'  try: fleet run {t.name} echo --input \'{{"message": "hi"}}\' --wait')
 
 
@@ -95,8 +101,8 @@ def tenants(rows: list[TenantStatus]) -> None:
         return
     now = time.time()
     table = Table(box=None, pad_edge=False)
-    cols = ("TENANT", "HOST", "STATE", "HEALTH", "AGE", "TTL", "DB", "REPLICATION", "VERIFIED")
-    for col in (*cols, "LABELS"):
+    cols = ("TENANT", "HOST", "STATE", "HEALTH", "TEMPLATE", "AGE", "TTL", "DB", "REPLICATION")
+    for col in (*cols, "VERIFIED", "LABELS"):
         table.add_column(col, no_wrap=col != "LABELS")
     for s in rows:
         t = s.tenant
@@ -105,6 +111,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             t.host,
             t.state,
             t.health,
+            t.template_spec or "-",
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
             _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,

@@ -1,6 +1,7 @@
-"""What every command starts from: the settings, where tenants run, and object storage.
+"""What every command starts from: the settings, where tenants run, object storage, and the
+template images tenants can run.
 
-Both are interfaces here (core imports nothing above it); fleet/ops/connect.py builds the
+They are interfaces here (core imports nothing above it); fleet/ops/connect.py builds the
 real ones: Docker engines (fleet/engine/) and S3 endpoints (fleet/storage/).
 """
 
@@ -14,6 +15,7 @@ from fleet.supervisor.s3 import S3Settings
 
 from .hosting import Hosting
 from .settings import FleetSettings
+from .templates import TemplateImages
 
 
 class ObjectStorage(Protocol):
@@ -65,6 +67,7 @@ class Fleet:
     settings: FleetSettings
     hosting: Hosting
     storage: ObjectStorage
+    templates: TemplateImages
 
     def close(self) -> None:
         self.hosting.close()

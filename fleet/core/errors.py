@@ -67,6 +67,14 @@ class ImageMissing(FleetError):
     hint = "build it with `fleet image build` (or set FLEET_IMAGE)"
 
 
+class TemplateNotFound(FleetError):
+    exit_code = 4
+    hint = "`fleet template ls` lists them; `fleet template build DIR --name NAME` makes one"
+
+    def __init__(self, template: str) -> None:
+        super().__init__(f"no template {template!r} on the build host")
+
+
 class FirewallError(FleetError):
     """A tenant's egress rules could not be applied on its engine's host."""
 
@@ -115,6 +123,12 @@ class TenantLeased(FleetError):
     """The tenant's lease is live on another holder (one writer per tenant)."""
 
     exit_code = 8
+
+
+class CodeIncompatible(FleetError):
+    """New code would break runs its tenant recorded (`fleet deploy`'s replay check)."""
+
+    exit_code = 9
 
 
 class Aborted(FleetError):

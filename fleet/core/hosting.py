@@ -36,6 +36,8 @@ class Tenant:
     backend: str  # names.BACKEND_SQLITE or BACKEND_POSTGRES
     image: str
     database: str | None = None  # `up --postgres`: its own role and database (lf_<t>)
+    template: str | None = None  # the template it runs (fleet up --template / --app PATH)
+    template_version: str | None = None
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
     exit_code: int | None = None  # of its last run, once stopped
     egress: str | None = None  # its egress policy, where the host enforces one
@@ -58,6 +60,11 @@ class Tenant:
     @property
     def url(self) -> str | None:
         return f"http://{self.address}:{self.port}" if self.port else None
+
+    @property
+    def template_spec(self) -> str | None:
+        """``NAME:VERSION`` of the template it runs, if any."""
+        return f"{self.template}:{self.template_version}" if self.template else None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -88,6 +95,8 @@ class TenantSpec:
     volume: str | None = None  # default names.volume_name(tenant)
     name: str | None = None  # default names.container_name(tenant)
     tmp_size: str = names.DEFAULT_TMP_SIZE
+    template: str | None = None  # name and version of the template ``image`` is
+    template_version: str | None = None
     egress: str = names.DEFAULT_EGRESS  # canonical text of fleet/engine/egress.py
 
     @property
@@ -118,6 +127,9 @@ class TenantSpec:
         labels = {names.LABEL_ROLE: names.ROLE_TENANT, **self.labels}
         labels[names.LABEL_TENANT] = self.tenant
         labels[names.LABEL_MANAGED] = "true"
+        if self.template is not None and self.template_version is not None:
+            labels[names.LABEL_TEMPLATE] = self.template
+            labels[names.LABEL_TEMPLATE_VERSION] = self.template_version
         return labels
 
 
@@ -147,6 +159,29 @@ class OneOff:
     argv: list[str]
     timeout: float = 900.0
     replica: str | None = None
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A throwaway container of ``image`` running ``argv`` for code the fleet does not trust
+    (a template's import check, a replay check of new code): the tenant's hardening, no
+    secrets of the fleet, no network unless ``network`` (the tenants' network, for a check
+    against PostgreSQL), ``files`` (name -> a file on this machine) copied into an empty
+    /data first."""
+
+    image: str
+    argv: list[str]
+    files: Mapping[str, Path] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    network: bool = False
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    exit_code: int
+    stdout: str
+    stderr: str
 
 
 @dataclass(frozen=True)
@@ -309,6 +344,10 @@ class Hosting(Protocol):
 
     def remove_volume(self, tenant: str, host: str) -> bool:
         """False when there was none."""
+        ...
+
+    def run_sandboxed(self, host: str, job: Sandbox) -> SandboxResult:
+        """Run ``job`` on ``host`` and remove it (FleetTimeout when it outlives its timeout)."""
         ...
 
     def run_oneoff(self, host: str, job: OneOff) -> str:

@@ -29,6 +29,7 @@ from fleet.supervisor.layout import (
     ENV_S3_ENDPOINT,
     ENV_S3_REGION,
     ENV_S3_SECRET_ACCESS_KEY,
+    ENV_S3_SECRET_ACCESS_KEY_FILE,
     ENV_TENANT,
     ENV_TOKEN,
     LEASE_PREFIX,
@@ -63,6 +64,7 @@ __all__ = [
     "ENV_S3_ENDPOINT",
     "ENV_S3_REGION",
     "ENV_S3_SECRET_ACCESS_KEY",
+    "ENV_S3_SECRET_ACCESS_KEY_FILE",
     "ENV_TENANT",
     "ENV_TOKEN",
     "LEASE_PREFIX",
@@ -106,6 +108,22 @@ LABEL_EXPIRES = LABEL_PREFIX + "expires-at"  # epoch seconds
 LABEL_APP = LABEL_PREFIX + "app"
 LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKEND_POSTGRES
 LABEL_DATABASE = LABEL_PREFIX + "database"  # `up --postgres`: the role and database it owns
+# A tenant's template (on its container) and a template's record (on its image; containers of
+# the image inherit these): name, version, the app module in its directory, its workflows.
+LABEL_TEMPLATE = LABEL_PREFIX + "template"
+LABEL_TEMPLATE_VERSION = LABEL_PREFIX + "template-version"
+LABEL_TEMPLATE_APP = LABEL_PREFIX + "template-app"  # "agents"; the runtime loads LABEL_APP
+LABEL_TEMPLATE_WORKFLOWS = LABEL_PREFIX + "template-workflows"  # a JSON list
+LABEL_TEMPLATE_BASE = LABEL_PREFIX + "template-base"  # id of the tenant image it was built on
+TEMPLATE_LABELS = frozenset(
+    {
+        LABEL_TEMPLATE,
+        LABEL_TEMPLATE_VERSION,
+        LABEL_TEMPLATE_APP,
+        LABEL_TEMPLATE_WORKFLOWS,
+        LABEL_TEMPLATE_BASE,
+    }
+)
 LABEL_IDLE_PARK = LABEL_PREFIX + "idle-park"  # as given, e.g. "10m": the gateway parks it then
 LABEL_EGRESS = LABEL_PREFIX + "egress"  # the egress policy enforced on the host (canonical text)
 USER_LABEL_PREFIX = LABEL_PREFIX + "label."  # user labels live in their own namespace
@@ -176,6 +194,7 @@ RESERVED_ENV = frozenset(
         ENV_S3_REGION,
         ENV_S3_ACCESS_KEY_ID,
         ENV_S3_SECRET_ACCESS_KEY,
+        ENV_S3_SECRET_ACCESS_KEY_FILE,
         ENV_TOKEN,
         ENV_APP,
         ENV_DB,
@@ -194,6 +213,24 @@ def check_tenant(name: str) -> str:
     if not valid_tenant(name):
         raise InvalidArgument(f"invalid tenant name {name!r}", f"use {TENANT_RULE}")
     return name
+
+
+# -- templates: a tenant image plus the user's code (fleet template build)
+TEMPLATE_REPO = "litefleet/tmpl-"  # + NAME, tagged with the version
+TEMPLATE_APP_DIR = "/app"  # where a template's files are in its image (read-only, root's)
+TEMPLATE_RULE = "a DNS label: a-z, 0-9 and '-', at most 63 characters"
+
+
+def check_template(name: str) -> str:
+    """Return ``name`` if it can name a template (and its image), else raise InvalidArgument."""
+    if not valid_tenant(name):
+        raise InvalidArgument(f"invalid template name {name!r}", f"use {TEMPLATE_RULE}")
+    return name
+
+
+def template_ref(name: str, version: str) -> str:
+    """The image of a template version: ``litefleet/tmpl-NAME:VERSION``."""
+    return f"{TEMPLATE_REPO}{name}:{version}"
 
 
 def container_name(tenant: str) -> str:

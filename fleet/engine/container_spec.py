@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from fleet.core import names
-from fleet.core.hosting import OneOff, TenantSpec, replica_environment
+from fleet.core.hosting import OneOff, Sandbox, TenantSpec, replica_environment
 
 _VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a named volume, never a host path
 
@@ -75,6 +75,29 @@ def oneoff_config(job: OneOff, name: str, network: str | None = None) -> dict[st
         volumes={names.volume_name(job.tenant): {"bind": names.DATA_DIR, "mode": "rw"}},
     )
     if network is not None:
+        cfg["network"] = network
+    return cfg
+
+
+def sandbox_config(job: Sandbox, name: str, network: str | None) -> dict[str, Any]:
+    """A container for untrusted code (a template's import check, a replay check): the
+    tenant's hardening, only ``job.environment``, no network unless ``network``, no tenant
+    labels. /data is the image's anonymous volume (``job.files`` are put there before start),
+    removed with the container."""
+    cfg = _hardened(job.image, "sandbox", names.DEFAULT_MEMORY, names.DEFAULT_CPUS, 128)
+    cfg.update(
+        name=name,
+        hostname="sandbox",
+        environment=dict(job.environment),
+        labels={names.LABEL_MANAGED: "true", names.LABEL_ONEOFF: "sandbox"},
+        init=True,
+        entrypoint=[job.argv[0]],
+        command=job.argv[1:],
+        working_dir=names.DATA_DIR,
+    )
+    if network is None:
+        cfg["network_disabled"] = True
+    else:
         cfg["network"] = network
     return cfg
 

@@ -21,6 +21,8 @@ from fleet.core.errors import FleetError
 from fleet.core.hosting import (
     HostInfo,
     OneOff,
+    Sandbox,
+    SandboxResult,
     Stopped,
     Tenant,
     TenantSpec,
@@ -50,6 +52,7 @@ from .network import (
     random_mac,
 )
 from .placement import host_infos, place
+from .sandbox import run_sandboxed
 
 
 class DockerHosting:
@@ -198,8 +201,10 @@ class DockerHosting:
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
             env={k: v for k, v in env.items() if k not in names.RESERVED_ENV | image_env},
             labels=_settings_labels(attrs["Config"].get("Labels") or {}),
-            db_url=env.get(names.ENV_DB),
+            db_url=env.get(names.ENV_DB) if t.backend == names.BACKEND_POSTGRES else None,
             db_password=env.get(names.ENV_PGPASSWORD),
+            template=t.template,
+            template_version=t.template_version,
             egress=t.egress or names.DEFAULT_EGRESS,
         )
 
@@ -230,6 +235,9 @@ class DockerHosting:
         except docker.errors.APIError as exc:
             raise FleetError(f"could not remove volume {volume}: {exc.explanation}") from None
         return True
+
+    def run_sandboxed(self, host: str, job: Sandbox) -> SandboxResult:
+        return run_sandboxed(self.engine(host).client, job)
 
     def run_oneoff(self, host: str, job: OneOff) -> str:
         client = self.engine(host).client
@@ -291,7 +299,7 @@ def tenant_of(host: str, c: Any) -> Tenant:
         state=str(state.get("Status", "unknown")),
         # A stopped container keeps its last health status: only show it while running.
         health=str((state.get("Health") or {}).get("Status", "-")) if running else "-",
-        created_at=_epoch(attrs["Created"]),
+        created_at=epoch_of(attrs["Created"]),
         labels=names.user_labels(labels),
         ttl=labels.get(names.LABEL_TTL),
         expires_at=float(expires) if expires else None,
@@ -299,13 +307,15 @@ def tenant_of(host: str, c: Any) -> Tenant:
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=str(attrs["Config"].get("Image", "?")),
         database=labels.get(names.LABEL_DATABASE),
+        template=labels.get(names.LABEL_TEMPLATE),
+        template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=published_port(attrs) if running else None,
         exit_code=state.get("ExitCode"),
         egress=labels.get(names.LABEL_EGRESS),
         token=_env(attrs["Config"].get("Env")).get(names.ENV_TOKEN),
         id=str(getattr(c, "id", "")),
         idle_park=labels.get(names.LABEL_IDLE_PARK),
-        started_at=_epoch(state["StartedAt"]) if running and state.get("StartedAt") else None,
+        started_at=epoch_of(state["StartedAt"]) if running and state.get("StartedAt") else None,
         handle=c,
     )
 
@@ -314,6 +324,7 @@ def _settings_labels(labels: dict[str, str]) -> dict[str, str]:
     """The fleet's labels a tenant was created with (app, backend, TTL, user labels, ...),
     without the ones TenantSpec.engine_labels() adds itself."""
     own = {names.LABEL_ROLE, names.LABEL_TENANT, names.LABEL_MANAGED, names.LABEL_EGRESS}
+    own |= names.TEMPLATE_LABELS  # TenantSpec fields, or inherited from a template's image
     return {k: v for k, v in labels.items() if k.startswith(names.LABEL_PREFIX) and k not in own}
 
 
@@ -346,7 +357,8 @@ def _env(items: list[str] | None) -> dict[str, str]:
     return dict(e.partition("=")[::2] for e in items or [])
 
 
-def _epoch(docker_time: str) -> float:
+def epoch_of(docker_time: str) -> float:
+    """Seconds since the epoch of a time the engine reports."""
     # Docker prints nanoseconds ("2026-11-26T06:20:01.123456789Z"); Python takes micro.
     head, _, frac = docker_time.rstrip("Z").partition(".")
     return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))

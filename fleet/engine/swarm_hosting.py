@@ -5,7 +5,8 @@ FLEET_SWARM_MANAGER; Swarm places it and starts it on another node when its node
 names are the nodes' ``litefleet.host`` labels (`fleet hosts label NODE NAME`), else their ids.
 Everything is read from the manager's API; the fleet keeps no database. The token lives twice:
 as a Swarm secret the task mounts, and as a Swarm config no task mounts, which is how the
-fleet reads it back (a secret cannot be read through the API).
+fleet reads it back (a secret cannot be read through the API). The S3 secret key is a Swarm
+secret the task mounts, never read back (each service made gets the key of its spec).
 
 What the manager's API cannot reach: a worker's volumes and processes. Volumes are removed
 through the node's own engine when FLEET_HOSTS lists it under the node's name; `exec`, one-off
@@ -28,6 +29,8 @@ from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument
 from fleet.core.hosting import (
     HostInfo,
     OneOff,
+    Sandbox,
+    SandboxResult,
     Stopped,
     SwarmNode,
     Tenant,
@@ -39,11 +42,13 @@ from fleet.core.log import log
 
 from .hosts import Host
 from .image_transfer import ensure_image_on
+from .sandbox import run_sandboxed
 from .swarm_service import (
     HOST_LABEL,
     LABEL_IMAGE,
     LABEL_PORT,
     Placement,
+    SecretRef,
     allocate_port,
     constraints,
     current_task,
@@ -51,7 +56,8 @@ from .swarm_service import (
     task_place,
 )
 
-LABEL_TOKEN_OF = names.LABEL_PREFIX + "token-of"  # on the token's secret and config
+# On a tenant's secrets (token, S3 key) and its token's config: removed with the tenant.
+LABEL_TOKEN_OF = names.LABEL_PREFIX + "token-of"
 _RUNNING = ("starting", "running")
 _VOLUME_RELEASE_S = 30.0
 _ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
@@ -200,24 +206,35 @@ class SwarmHosting:
                 "leave --egress out, or run this tenant on Docker hosts (FLEET_BACKEND=engines),"
                 " which enforce it",
             )
-        client = self.manager.client
-        image_id = str(client.images.get(spec.image).id)
-        # Unique and short (Swarm names are at most 64 characters); the label names the tenant.
-        token_name = f"litefleet-token-{uuid.uuid4().hex[:16]}"
-        labels = {LABEL_TOKEN_OF: spec.tenant, names.LABEL_MANAGED: "true"}
-        secret = client.secrets.create(name=token_name, data=spec.token.encode(), labels=labels)
-        self.api.create_config(token_name, spec.token.encode(), labels=labels)
-        used = [int(s["Spec"]["Labels"].get(LABEL_PORT, 0)) for s in self._services()]
-        where = Placement(image_id, secret.id, token_name, allocate_port(used, *self.ports),
-                          host or None)  # fmt: skip
-        log.info("creating swarm service", tenant=spec.tenant, node=host or "any", image=spec.image)
+        image_id = str(self.manager.client.images.get(spec.image).id)
         try:
+            where = self._placement(spec, image_id, host)
+            log.info("creating swarm service", tenant=spec.tenant, node=host or "any",
+                     image=spec.image)  # fmt: skip
             created = self.api.create_service(**service_args(spec, where))
         except Exception:
             self._remove_token(spec.tenant)  # leave nothing half-made behind
             raise
         self._settle_port(str(created["ID"]), where.port)
         return self._one(spec.tenant)
+
+    def _placement(self, spec: TenantSpec, image_id: str, host: str) -> Placement:
+        """The tenant's secrets (token, S3 key) and config made, and a port drawn."""
+        # Unique and short (Swarm names are at most 64 characters); the label names the tenant.
+        token_name = f"litefleet-token-{uuid.uuid4().hex[:16]}"
+        labels = {LABEL_TOKEN_OF: spec.tenant, names.LABEL_MANAGED: "true"}
+        secrets = self.manager.client.secrets
+        token = secrets.create(name=token_name, data=spec.token.encode(), labels=labels)
+        self.api.create_config(token_name, spec.token.encode(), labels=labels)
+        key = None
+        if spec.s3 is not None and spec.db_url is None:
+            key_name = f"litefleet-s3-key-{uuid.uuid4().hex[:16]}"
+            made = secrets.create(name=key_name, data=spec.s3.secret_access_key.encode(),
+                                  labels=labels)  # fmt: skip
+            key = SecretRef(made.id, key_name)
+        used = [int(s["Spec"]["Labels"].get(LABEL_PORT, 0)) for s in self._services()]
+        port = allocate_port(used, *self.ports)
+        return Placement(image_id, token.id, token_name, port, host or None, key)
 
     def _settle_port(self, service_id: str, port: int) -> None:
         """Two services created at once may have drawn the same port; the newer one moves."""
@@ -356,6 +373,11 @@ class SwarmHosting:
                     ) from None
                 time.sleep(0.3)
 
+    def run_sandboxed(self, host: str, job: Sandbox) -> SandboxResult:
+        """On the node's own engine when FLEET_HOSTS lists it, else on the manager's: a
+        sandbox needs no tenant volume, only the image (which the manager has)."""
+        return run_sandboxed((self._engine(host) or self.manager).client, job)
+
     def run_oneoff(self, host: str, job: OneOff) -> str:
         raise _not_on_swarm(" ".join(job.argv[:2]))
 
@@ -479,6 +501,8 @@ def tenant_of(
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=labels.get(LABEL_IMAGE, "?"),
+        template=labels.get(names.LABEL_TEMPLATE),
+        template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=int(labels[LABEL_PORT]) if state == "running" and LABEL_PORT in labels else None,
         exit_code=((last or {}).get("Status", {}).get("ContainerStatus") or {}).get("ExitCode"),
         token=tokens.get(name),
@@ -516,8 +540,10 @@ def spec_of_service(t: Tenant, token: str) -> TenantSpec:
         memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
         cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
         env={k: v for k, v in env.items() if k not in names.RESERVED_ENV and
-             not k.startswith("AGENT_RUNTIME_TOKEN")},
+             not k.startswith("AGENT_RUNTIME_TOKEN")},  # the token's file too
         labels=names.engine_labels(t.labels),
+        template=t.template,
+        template_version=t.template_version,
     )  # fmt: skip
 
 

@@ -9,6 +9,8 @@ Design and the measurements behind it: docs/swarm.md.
   keeps ids, so every node runs the same bytes;
 - the token as a Swarm secret, mounted at /run/secrets/litefleet-token for the tenant's uid and
   read by ``agent-runtime serve`` through AGENT_RUNTIME_TOKEN_FILE: never in the spec's env;
+  the S3 secret key likewise (/run/secrets/litefleet-s3-key, read by the supervisor through
+  LITESTREAM_SECRET_ACCESS_KEY_FILE), so ``docker service inspect`` shows neither;
 - the API published in host mode on a port the fleet allocates from FLEET_SWARM_PORTS: no
   routing mesh here (no IPVS), and the port is the same wherever the task runs;
 - no network of its own: the task joins its node's default bridge. A swarm-scoped bridge
@@ -29,6 +31,7 @@ from fleet.core.hosting import TenantSpec
 HOST_LABEL = "litefleet.host"  # node label naming a node for `--host NAME` / `--to NAME`
 TOKEN_FILE = "litefleet-token"  # under /run/secrets in the task
 ENV_TOKEN_FILE = "AGENT_RUNTIME_TOKEN_FILE"
+KEY_FILE = "litefleet-s3-key"  # under /run/secrets: the S3 secret key of a SQLite tenant
 LABEL_PORT = names.LABEL_PREFIX + "port"
 LABEL_IMAGE = names.LABEL_PREFIX + "image"
 LABEL_SWARM = names.LABEL_PREFIX + "swarm"
@@ -37,15 +40,25 @@ _NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A Swarm secret, as a service's task template names it."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Placement:
     """How a service is made beyond its TenantSpec: the image id, the token's secret, the
-    published port, and the node label it is constrained to (None: Swarm decides)."""
+    published port, the node label it is constrained to (None: Swarm decides), and the S3
+    secret key's secret (a SQLite tenant must have one: its spec's key never goes in env)."""
 
     image_id: str
     secret_id: str
     secret_name: str
     port: int
     node: str | None
+    key_secret: SecretRef | None = None
 
 
 def constraints(host: str | None) -> list[str]:
@@ -89,10 +102,14 @@ def service_args(spec: TenantSpec, where: Placement) -> dict[str, Any]:
 
 
 def environment(spec: TenantSpec) -> dict[str, str]:
-    """The task's environment: the tenant's, without the token (a secret file instead), and
-    the lease holder named by the node the task runs on (Swarm fills the template)."""
-    env = {k: v for k, v in spec.environment().items() if k != names.ENV_TOKEN}
+    """The task's environment: the tenant's, without the token and the S3 secret key (secret
+    files instead), and the lease holder named by the node the task runs on (Swarm fills
+    the template)."""
+    hidden = (names.ENV_TOKEN, names.ENV_S3_SECRET_ACCESS_KEY)
+    env = {k: v for k, v in spec.environment().items() if k not in hidden}
     env[ENV_TOKEN_FILE] = f"/run/secrets/{TOKEN_FILE}"
+    if spec.s3 is not None and spec.db_url is None:
+        env[names.ENV_S3_SECRET_ACCESS_KEY_FILE] = f"/run/secrets/{KEY_FILE}"
     env[names.ENV_HOST] = "{{.Node.ID}}"
     return env
 
@@ -114,7 +131,7 @@ def _task_template(spec: TenantSpec, where: Placement, labels: Mapping[str, str]
             "StopGracePeriod": names.STOP_TIMEOUT_S * _NS,
             "CapabilityDrop": ["ALL"],
             "Mounts": _mounts(spec),
-            "Secrets": [_token_secret(where)],
+            "Secrets": _secrets(spec, where),
         },
         "Resources": {
             "Limits": {"NanoCPUs": int(spec.cpus * _NS), "MemoryBytes": memory, "Pids": spec.pids},
@@ -152,12 +169,22 @@ def _mounts(spec: TenantSpec) -> list[dict[str, Any]]:
     ]
 
 
-def _token_secret(where: Placement) -> dict[str, Any]:
+def _secrets(spec: TenantSpec, where: Placement) -> list[dict[str, Any]]:
+    """The token's secret, and the S3 key's for a SQLite tenant: files for the tenant's uid."""
+    files = [_secret_file(TOKEN_FILE, SecretRef(where.secret_id, where.secret_name))]
+    if spec.s3 is not None and spec.db_url is None:
+        if where.key_secret is None:
+            raise ValueError("a SQLite tenant's service needs its S3 key as a secret")
+        files.append(_secret_file(KEY_FILE, where.key_secret))
+    return files
+
+
+def _secret_file(name: str, secret: SecretRef) -> dict[str, Any]:
     uid = str(names.TENANT_UID)
     return {
-        "File": {"Name": TOKEN_FILE, "UID": uid, "GID": uid, "Mode": 0o400},
-        "SecretID": where.secret_id,
-        "SecretName": where.secret_name,
+        "File": {"Name": name, "UID": uid, "GID": uid, "Mode": 0o400},
+        "SecretID": secret.id,
+        "SecretName": secret.name,
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from fleet.core import names
@@ -18,7 +18,7 @@ from fleet.core.errors import FleetError, InvalidArgument, translate
 from fleet.core.hosting import TransferProgress
 
 from .park import ParkResult, park
-from .tenants import TenantOptions, UpResult, find_or_none, up
+from .tenants import TenantOptions, UpResult, find_or_none, up, with_template
 from .wake import WakeResult, is_parked, wake
 
 R = TypeVar("R")
@@ -100,7 +100,12 @@ def up_many(
     reporter: Reporter | None = None,
 ) -> Outcome[UpResult]:
     options.check()
-    _warm(fleet, host, options, progress)
+    if tenants:
+        # A template (or --app PATH built as one) is resolved once, not by each thread;
+        # each up() then finds it pinned (image from the template, not given twice).
+        resolved = with_template(fleet, options)
+        _warm(fleet, host, resolved, progress)
+        options = replace(resolved, image=None) if resolved.template else options
 
     def one(tenant: str) -> UpResult:
         if find_or_none(fleet, tenant) is None and is_parked(fleet, tenant):

@@ -10,6 +10,7 @@ from fleet.core.context import Fleet
 from fleet.core.settings import FleetSettings
 from fleet.engine.docker_hosting import DockerHosting
 from fleet.engine.hosts import parse_hosts
+from fleet.engine.template_build import DockerTemplates
 from fleet.storage.endpoints import S3Endpoints
 
 
@@ -22,12 +23,18 @@ def connect(settings: FleetSettings) -> Fleet:
     def store_engine() -> Any:  # the embedded store runs on the first host
         return hosting.engines[0].client
 
-    return Fleet(settings=settings, hosting=hosting, storage=S3Endpoints(settings, store_engine))
+    return Fleet(
+        settings=settings,
+        hosting=hosting,
+        storage=S3Endpoints(settings, store_engine),
+        templates=DockerTemplates(hosting.engines),
+    )
 
 
 def _swarm(settings: FleetSettings) -> Fleet:
     """Tenants as services of the swarm of FLEET_SWARM_MANAGER; FLEET_HOSTS, when set, names
-    the nodes' own engines (image copies, volume removal)."""
+    the nodes' own engines (image copies, volume removal). Templates are built on the
+    manager's engine, which services take their images from."""
     from fleet.engine.swarm_hosting import SwarmHosting
 
     engines = parse_hosts(settings.hosts) if settings.hosts else []
@@ -39,4 +46,9 @@ def _swarm(settings: FleetSettings) -> Fleet:
     def store_engine() -> Any:  # the embedded store runs on the manager's engine
         return hosting.manager.client
 
-    return Fleet(settings=settings, hosting=hosting, storage=S3Endpoints(settings, store_engine))
+    return Fleet(
+        settings=settings,
+        hosting=hosting,
+        storage=S3Endpoints(settings, store_engine),
+        templates=DockerTemplates([hosting.manager, *engines]),
+    )

@@ -41,7 +41,7 @@ from fleet.storage.litestream import parse_timestamp, restore_copy, seed_backup
 
 from .park import parked_spec
 from .restore import restore_volume
-from .tenants import TenantOptions, claim_and_copy, create, find_or_none
+from .tenants import TenantOptions, claim_and_copy, create, find_or_none, with_template
 
 # A TIME up to this far ahead is waited for; uploads in flight get SETTLE_S more.
 MAX_AHEAD_S = 10.0
@@ -73,8 +73,6 @@ def fork(
     names.check_tenant(new)
     if src == new:
         raise InvalidArgument("a fork needs a new name", f"e.g. `fleet fork {src} {src}-try`")
-    if template is not None:
-        raise InvalidArgument("--template: tenant templates are not available in this version")
     stamp = parse_timestamp(at) if at else None
     t0 = time.monotonic()
     s3 = fleet.storage.checked()
@@ -82,7 +80,7 @@ def fork(
     source = find_or_none(fleet, src)
     if backup_state(s3, src).txid == 0:
         raise BackupNotFound(src, s3.bucket) if source else TenantNotFound(src)
-    options = _options(fleet, src, source, labels or {})
+    options = _options(fleet, src, source, labels or {}, template)
     image = options.image or fleet.settings.image
     target = fleet.hosting.place(host)
     claim_and_copy(fleet, new, target, image, False, progress)
@@ -130,14 +128,19 @@ def _refuse_existing(fleet: Fleet, new: str, backup_objects: int) -> None:
 
 
 def _options(
-    fleet: Fleet, src: str, source: Tenant | None, labels: dict[str, str]
+    fleet: Fleet, src: str, source: Tenant | None, labels: dict[str, str], template: str | None
 ) -> TenantOptions:
     """SRC's settings (a parked SRC's recorded ones; defaults when it has neither a
-    container nor a manifest), a token of NEW's own."""
+    container nor a manifest), a token of NEW's own; with ``template`` NEW runs that
+    template's code and app instead of SRC's (no replay check: NEW is a new tenant to try
+    new code on, and its runs fail loudly where the code diverges from their history)."""
     spec = fleet.hosting.spec_of(source) if source else parked_spec(fleet, src)
     base = TenantOptions.of(spec) if spec else TenantOptions()
     merged = {**base.labels, **labels, names.LABEL_FORKED_FROM: src}
-    return replace(base, token=None, labels=merged)
+    options = replace(base, token=None, labels=merged)
+    if template is not None:
+        options = replace(options, template=template, image=None, app=None)
+    return with_template(fleet, options)
 
 
 def _restore(fleet: Fleet, src: str, new: str, host: str, image: str, stamp: str | None) -> int:

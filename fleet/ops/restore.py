@@ -26,7 +26,7 @@ itself rewound, which is not offered there (`fleet fork --at` makes a new tenant
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from fleet.core import names
@@ -37,7 +37,7 @@ from fleet.core.log import log
 from fleet.storage.backups import archive, backup_state, txid_time
 from fleet.storage.litestream import parse_timestamp, restored_txid
 
-from .tenants import TenantOptions, claim_and_copy, create
+from .tenants import TenantOptions, claim_and_copy, create, with_template
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ def restore(
     at: str | None = None,
     force_takeover: bool = False,
     app: str | None = None,
+    template: str | None = None,
     memory: str = names.DEFAULT_MEMORY,
     cpus: float = names.DEFAULT_CPUS,
     progress: TransferProgress | None = None,
 ) -> RestoreResult:
+    """``template``: the code it runs (default: what the stale copy ran, else FLEET_IMAGE)."""
     names.check_tenant(tenant)
     stamp = _point_in_time(fleet, tenant, at)
     t0 = time.monotonic()
@@ -92,14 +94,8 @@ def restore(
         txid, restore_s = _fill_volume(fleet, tenant, target, image, stamp)
         archived = archive(s3, tenant) if stamp else None
         removed = _remove_stale(fleet, stale)
-        source = stale[0] if stale else None
-        options = TenantOptions(
-            app=app or (source.app if source else names.DEFAULT_APP),
-            labels=source.labels if source else {},
-            memory=memory,
-            cpus=cpus,
-            egress=source.egress if source else None,
-        )
+        given = TenantOptions(app=app, memory=memory, cpus=cpus, template=template)
+        options = _options(fleet, given, stale[0] if stale else None)
         result = create(fleet, tenant, options, host=target)
     except BaseException:
         if not any(t.host == target for t in fleet.hosting.tenants(name=tenant)):
@@ -116,6 +112,20 @@ def restore(
         archived=archived,
         removed_stale=removed,
     )
+
+
+def _options(fleet: Fleet, given: TenantOptions, source: Tenant | None) -> TenantOptions:
+    """What the restored tenant runs: as given, else what its stale copy ran (its app,
+    labels, template), else the fleet's tenant image and the examples."""
+    if source is not None:
+        given = replace(
+            given,
+            app=given.app or (None if given.template else source.app),
+            labels=source.labels,
+            template=given.template or source.template_spec,
+            egress=given.egress or source.egress,
+        )
+    return with_template(fleet, given)
 
 
 def _point_in_time(fleet: Fleet, tenant: str, at: str | None) -> str | None:

@@ -71,6 +71,8 @@ class TenantStatus:
             "database": t.database,
             "app": t.app,
             "image": t.image,
+            "template": t.template,
+            "template_version": t.template_version,
             "egress": t.egress,
             "created_at": t.created_at,
             "age_s": round(now - t.created_at, 1),

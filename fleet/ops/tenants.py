@@ -11,7 +11,8 @@ import itertools
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fleet.core import names
@@ -26,6 +27,7 @@ from fleet.core.errors import (
 )
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
+from fleet.core.templates import parse_ref
 from fleet.engine.egress import parse_egress
 from fleet.storage import databases, fence
 from fleet.storage.credentials import accepted
@@ -39,15 +41,19 @@ class TenantOptions:
     """How a new tenant is made (`fleet up` options). ``None``/empty means "not given": a
     stopped tenant starts with its own settings and refuses different ones."""
 
-    app: str = names.DEFAULT_APP
-    image: str | None = None  # default FLEET_IMAGE
+    app: str | None = None  # default: the template's app, else names.DEFAULT_APP
+    image: str | None = None  # default: the template's image, else FLEET_IMAGE
+    template: str | None = None  # NAME[:VERSION] (`up` pins the version)
     labels: dict[str, str] = field(default_factory=dict)  # user labels
     ttl: str | None = None  # e.g. "2h": `fleet gc` removes it after
+    expires_at: float | None = None  # with ttl: a replaced tenant keeps its expiry
     memory: str = names.DEFAULT_MEMORY
     cpus: float = names.DEFAULT_CPUS
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
     postgres: bool = False  # PostgreSQL: a role and database of its own on FLEET_PG_ADMIN_URL
+    database: str | None = None  # the one made by --postgres, when the tenant is made again
+    db_password: str | None = field(default=None, repr=False)  # when db_url holds none
     token: str | None = None  # a moved tenant keeps its API token
     idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
     egress: str | None = None  # fleet/engine/egress.py; default public
@@ -65,6 +71,8 @@ class TenantOptions:
                 raise InvalidArgument("give --postgres or --db-url, not both")
         if self.cpus <= 0:
             raise InvalidArgument(f"--cpus must be positive, got {self.cpus:g}")
+        if self.template is not None and self.image is not None:
+            raise InvalidArgument("give --template or --image, not both")
 
     @classmethod
     def of(cls, spec: TenantSpec) -> TenantOptions:
@@ -77,6 +85,10 @@ class TenantOptions:
             cpus=spec.cpus,
             env=dict(spec.env),
             token=spec.token or None,
+            template=f"{spec.template}:{spec.template_version}" if spec.template else None,
+            db_url=spec.db_url,
+            db_password=spec.db_password,
+            database=spec.labels.get(names.LABEL_DATABASE),
             idle_park=spec.labels.get(names.LABEL_IDLE_PARK),
             egress=spec.egress,
         )
@@ -136,12 +148,32 @@ def up(
     """Start the tenant if it exists, else create it; a running tenant is left as it is."""
     names.check_tenant(tenant)
     options.check()
+    options = with_template(fleet, options)
     existing = find_or_none(fleet, tenant)
     if existing is None:
         return create(
             fleet, tenant, options, host=host, force_takeover=force_takeover, progress=progress
         )
     return start(fleet, existing, options, host=host, force_takeover=force_takeover)
+
+
+def with_template(fleet: Fleet, options: TenantOptions) -> TenantOptions:
+    """The options with their template resolved: ``--template NAME[:VERSION]`` pinned to a
+    version, or ``--app PATH`` (a local file or directory, without --template or --image)
+    built as its implicit template; the image and the default app are the template's."""
+    from agent_runtime._loader import is_app_path
+
+    from . import templates
+
+    if options.template is not None:
+        template = templates.resolve(fleet, options.template)
+        app = options.app or template.app_path
+    elif options.app is not None and options.image is None and is_app_path(options.app):
+        template = templates.build_implicit(fleet, Path(options.app)).template
+        app = template.app_path
+    else:
+        return options
+    return replace(options, template=template.spec, image=template.ref, app=app)
 
 
 def start(
@@ -192,7 +224,9 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
     changed = [
         flag
         for flag, differs in (
-            ("--image", given.image is not None and given.image != t.image),
+            ("--template", given.template is not None and given.template != t.template_spec),
+            ("--image", given.template is None and given.image not in (None, t.image)),
+            ("--app", given.app is not None and given.app != t.app),
             ("--db-url", given.db_url is not None),
             ("--postgres", given.postgres and t.database is None),
             ("--env", bool(given.env)),
@@ -204,11 +238,16 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
         if differs
     ]
     if changed:  # a stopped container starts as it was created: say so, change nothing
+        hint = (
+            f"`fleet deploy {t.name} --template NAME[:VERSION]` moves it to other code"
+            if {"--template", "--app"} & set(changed)
+            else f"run `fleet up {t.name}` alone, or `fleet rm {t.name}` (its backup is kept) "
+            "and `fleet up` it again with the new settings"
+        )
         raise InvalidArgument(
             f"tenant {t.name!r} exists (stopped) and starts with its own settings: "
             f"{', '.join(changed)} would be ignored",
-            f"run `fleet up {t.name}` alone, or `fleet rm {t.name}` (its backup is kept) "
-            "and `fleet up` it again with the new settings",
+            hint,
         )
 
 
@@ -276,25 +315,27 @@ def _spec(
     fleet: Fleet, tenant: str, options: TenantOptions, host: str, image: str
 ) -> tuple[TenantSpec, str | None]:
     """The tenant's spec, and a note for the user (how --db-url was rewritten)."""
+    app = options.app or names.DEFAULT_APP
     postgres_backend = options.db_url is not None or options.postgres
     labels = {
-        names.LABEL_APP: options.app,
+        names.LABEL_APP: app,
         names.LABEL_BACKEND: names.BACKEND_POSTGRES if postgres_backend else names.BACKEND_SQLITE,
         **names.engine_labels(options.labels),
     }
     if options.ttl is not None:
         labels[names.LABEL_TTL] = options.ttl
-        labels[names.LABEL_EXPIRES] = str(int(time.time()) + parse_duration(options.ttl))
+        expires = options.expires_at or time.time() + parse_duration(options.ttl)
+        labels[names.LABEL_EXPIRES] = str(int(expires))
     if options.idle_park is not None:
         labels[names.LABEL_IDLE_PARK] = options.idle_park
-    if options.postgres:
-        labels[names.LABEL_DATABASE] = names.pg_tenant_name(tenant)
+    if options.postgres or options.database:
+        labels[names.LABEL_DATABASE] = options.database or names.pg_tenant_name(tenant)
     where, note = _state(fleet, tenant, options, host)
     spec = TenantSpec(
         tenant=tenant,
         image=image,
         token=options.token or secrets.token_urlsafe(32),
-        app=options.app,
+        app=app,
         memory=options.memory,
         cpus=options.cpus,
         env=options.env,
@@ -303,6 +344,9 @@ def _spec(
         egress=_egress(options.egress),
         **where,
     )
+    if options.template is not None:
+        name, version = parse_ref(options.template)
+        spec = replace(spec, template=name, template_version=version)
     return spec, note
 
 
@@ -323,8 +367,9 @@ def _state(
     dsn = postgres.for_tenant(db_url, gateway)
     if dsn.host == gateway:
         postgres.check_listening(dsn, db_url)
+    password = dsn.password if dsn.password is not None else options.db_password
     # The note explains a rewritten --db-url; FLEET_PG_ADMIN_URL's is rewritten silently.
-    return {"db_url": dsn.url, "db_password": dsn.password}, dsn.note if options.db_url else None
+    return {"db_url": dsn.url, "db_password": password}, dsn.note if options.db_url else None
 
 
 def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:

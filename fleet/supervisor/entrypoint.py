@@ -29,6 +29,7 @@ from .environments import (
     serve_command,
     uses_postgres,
     with_defaults,
+    with_key_file,
 )
 from .layout import APP_ENV_FILE, DB_PATH, ENV_DB, ENV_TENANT
 from .litestream import replicate_command
@@ -52,6 +53,11 @@ def start(environ: dict[str, str]) -> int:
     if uses_postgres(environ):
         env = runtime_env(environ)
         os.execvpe("agent-runtime", serve_command(env, environ[ENV_DB]), env)
+    try:
+        environ = with_key_file(environ)
+    except OSError as exc:
+        log(f"cannot read the S3 key file: {exc.strerror}")
+        return EXIT_USAGE
     why = problem(environ)
     if why is not None:
         log(why)

@@ -22,6 +22,8 @@ from .layout import (
     ENV_S3_BUCKET,
     ENV_S3_ENDPOINT,
     ENV_S3_REGION,
+    ENV_S3_SECRET_ACCESS_KEY,
+    ENV_S3_SECRET_ACCESS_KEY_FILE,
     ENV_TENANT,
     POSTGRES_SCHEMES,
     RUNTIME_PORT,
@@ -55,6 +57,18 @@ def problem(env: dict[str, str]) -> str | None:
     if not valid_tenant(env[ENV_TENANT]):
         return f"invalid TENANT name (want {TENANT_RULE})"
     return None
+
+
+def with_key_file(env: dict[str, str]) -> dict[str, str]:
+    """The S3 secret key read from the file LITESTREAM_SECRET_ACCESS_KEY_FILE names (a Swarm
+    secret: the service's spec then holds no key), unless the key itself is set; the file's
+    name is dropped. OSError when the file cannot be read."""
+    path = env.get(ENV_S3_SECRET_ACCESS_KEY_FILE)
+    rest = {k: v for k, v in env.items() if k != ENV_S3_SECRET_ACCESS_KEY_FILE}
+    if not path or env.get(ENV_S3_SECRET_ACCESS_KEY):
+        return rest
+    with open(path) as f:
+        return {**rest, ENV_S3_SECRET_ACCESS_KEY: f.read().strip()}
 
 
 def with_defaults(env: dict[str, str]) -> dict[str, str]:

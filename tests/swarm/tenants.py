@@ -20,6 +20,7 @@ from fleet.engine.swarm_service import (
     HOST_LABEL,
     LABEL_PORT,
     Placement,
+    SecretRef,
     TaskPlace,
     allocate_port,
     current_task,
@@ -40,6 +41,7 @@ class SwarmTenantHandle:
     port: int
     service_id: str
     secret_id: str
+    key_secret_id: str
 
 
 class SwarmTenants:
@@ -107,9 +109,16 @@ class SwarmTenants:
             ),
             labels={"litefleet.test": "true"},
         )
-        where = Placement(self.image_id, secret.id, secret.name, port, host)
+        key = self.manager.secrets.create(
+            name=f"litefleet-{name}-s3-key-{uuid.uuid4().hex[:6]}",
+            data=spec.s3.secret_access_key.encode() if spec.s3 else b"",
+            labels={"litefleet.tenant": name},
+        )
+        where = Placement(self.image_id, secret.id, secret.name, port, host,
+                          SecretRef(key.id, key.name))  # fmt: skip
         service = self.manager.api.create_service(**service_args(spec, where))
-        handle = SwarmTenantHandle(name, token, port, str(service["ID"]), str(secret.id))
+        handle = SwarmTenantHandle(name, token, port, str(service["ID"]), str(secret.id),
+                                   str(key.id))  # fmt: skip
         self.made.append(handle)
         return handle
 
@@ -169,8 +178,9 @@ class SwarmTenants:
         for client in (self.manager, self.node2):
             _wait_no_tasks(client, [t.name for t in self.made])
         for t in self.made:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.manager.api.remove_secret(t.secret_id)
+            for secret_id in (t.secret_id, t.key_secret_id):
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.manager.api.remove_secret(secret_id)
             for client in (self.manager, self.node2):
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     client.volumes.get(f"litefleet-{t.name}").remove(force=True)

@@ -77,6 +77,8 @@ def test_up_on_a_node_run_down_up_rm(
         service = manager.services.get(f"litefleet-{tenant}")
         spec = json.dumps(service.attrs["Spec"])
         assert "AGENT_RUNTIME_TOKEN=" not in spec  # the token is a secret file
+        assert "LITESTREAM_SECRET_ACCESS_KEY=" not in spec  # and so is the S3 key
+        assert env["FLEET_S3_SECRET_ACCESS_KEY"] not in spec
         _ok(fleet("rm", tenant, "--purge", "--yes", env=env))
         flt = {"label": f"litefleet.token-of={tenant}"}
         assert not manager.services.list(filters={"name": f"litefleet-{tenant}"})
