@@ -495,7 +495,7 @@ def test_a_tenant_cannot_touch_another_tenants_backup_or_lease(
     assert b_lease is not None and b_lease.live()
 
     _seed_volume(docker_client, tenant_image, a, {"hostile.py": HOSTILE_APP.read_bytes()})
-    _ok(fleet("up", a, "--app", APP_IN_VOLUME, env=fleet_env))
+    _ok(fleet("up", a, "--image", tenant_image, "--app", APP_IN_VOLUME, env=fleet_env))
     a_env = _container_env(docker_client, a)
     own = (a_env["LITESTREAM_ACCESS_KEY_ID"], a_env["LITESTREAM_SECRET_ACCESS_KEY"])
     assert own[0] != admin.access_key_id  # the fleet's key stays on the host
