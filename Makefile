@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
 
-.PHONY: setup engine images postgres browser test test-fast demo demo-runtime bench lint typecheck check clean
+.PHONY: setup engine images postgres browser test test-fast demo demo-runtime bench lint typecheck check clean dist
 
 # .venv with the project in editable mode and its dev dependencies.
 setup: $(VENV)/.stamp-setup
@@ -61,5 +61,11 @@ typecheck: setup
 
 check: lint typecheck test-fast
 
+# The wheel and sdist (with the image build contexts: setup.py, MANIFEST.in) into dist/.
+dist: setup
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . >/dev/null
+	@ls -1 dist
+
 clean:
-	rm -rf $(BUILD) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(BUILD) dist .pytest_cache .mypy_cache .ruff_cache

@@ -7,15 +7,23 @@
 #   3. docker build of images/tenant and images/s3 from staged contexts (build/ctx-*).
 # Prints each image's size. Idempotent; a second run reuses the base image and the wheelhouse.
 #
+# From an installed package (`fleet image build`; this script is fleet/_assets/images/build.sh
+# there) the fleet sets LITEFLEET_BUILD_DIR (a writable cache instead of build/),
+# LITEFLEET_PYTHON (its own interpreter, whose pip fills the wheelhouse and whose installed
+# packages are the pins), LITEFLEET_BUILD_VERSION (the installed version) and
+# LITEFLEET_PROJECT_WHEEL (a wheel of the installed package, fleet/engine/package_wheel.py).
+#
 # `build.sh wheels REQUIREMENTS OUT` (fleet template build): the wheels a template's
 # requirements need, resolved into the same wheelhouse the same way (pinned by the same
 # constraints, offline first), then copied to OUT: the template's Dockerfile installs them
 # with --no-index. Wheels only: an sdist would run its build code on this host.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BUILD="$ROOT/build"
-PY="$ROOT/.venv/bin/python"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)"
+BUILD="${LITEFLEET_BUILD_DIR:-$ROOT/build}"
+PY="${LITEFLEET_PYTHON:-$ROOT/.venv/bin/python}"
+VERSION="${LITEFLEET_BUILD_VERSION:-}"
+[[ -n "$VERSION" || ! -f "$ROOT/pyproject.toml" ]] \
+    || VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)"
 # Tag of the built images: the version, or LITEFLEET_IMAGE_TAG (a developer's worktree builds its
 # own tag so that parallel checkouts on one engine do not test each other's images).
 TAG="${LITEFLEET_IMAGE_TAG:-$VERSION}"
@@ -31,8 +39,8 @@ die() { echo "images: $*" >&2; exit 1; }
 log() { echo "images: $*"; }
 has_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
-[[ -n "$VERSION" ]] || die "cannot read the version from pyproject.toml"
-[[ -x "$PY" ]] || die "no .venv: run make setup first"
+[[ -n "$VERSION" ]] || die "cannot read the version (pyproject.toml or LITEFLEET_BUILD_VERSION)"
+[[ -x "$PY" ]] || die "no .venv: run make setup first (or set LITEFLEET_PYTHON)"
 mkdir -p "$BUILD"
 
 # The first mirror apt uses for the Debian main archive (deb822 or one-line sources).
@@ -97,9 +105,13 @@ build_wheelhouse() {
     # Pin everything to what .venv runs (and is tested with); the project itself is built fresh.
     "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -v -i '^litefleet' >"$CONSTRAINTS"
     rm -f "$WHEELHOUSE"/litefleet-*.whl
-    log "building the project wheel ..."
-    "$PY" -m pip wheel -q --no-deps --wheel-dir "$WHEELHOUSE" "$ROOT" >"$BUILD/wheel.log" 2>&1 \
-        || { tail -n 20 "$BUILD/wheel.log" >&2; die "building the project wheel failed"; }
+    if [[ -n "${LITEFLEET_PROJECT_WHEEL:-}" ]]; then
+        cp "$LITEFLEET_PROJECT_WHEEL" "$WHEELHOUSE/"
+    else
+        log "building the project wheel ..."
+        "$PY" -m pip wheel -q --no-deps --wheel-dir "$WHEELHOUSE" "$ROOT" >"$BUILD/wheel.log" 2>&1 \
+            || { tail -n 20 "$BUILD/wheel.log" >&2; die "building the project wheel failed"; }
+    fi
     fill_wheelhouse "$BUILD/wheel.log" "${reqs[@]}"
 }
 

@@ -41,6 +41,7 @@ COMMANDS = {
     "fork",
     "watch",
     "verify",
+    "doctor",
 }
 
 

@@ -294,3 +294,49 @@ def test_bulk_up_park_wake(run: Fleet, docker_client: Any) -> None:
     assert all(ls(run)[n]["state"] == "running" for n in names)
     failed = run("wake", names[0], "nope-" + prefix.rstrip("-"))
     assert failed.code == 3 and "1 of 2 tenants failed" in failed.err
+
+
+SHOUT_APP = """\
+from agent_runtime import step, workflow
+
+@step
+async def upper(text: str) -> str:
+    return text.upper()
+
+@workflow
+async def shout(text: str) -> str:
+    return await upper(text)
+"""
+
+
+def test_a_template_tenant_wakes_on_its_template_with_its_egress(
+    run: Fleet, tmp_path: Path
+) -> None:
+    template, t = name("tpl"), name()
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "agents.py").write_text(SHOUT_APP)
+    ok(run("template", "build", str(src), "--name", template))
+    try:
+        ok(run("up", t, "--template", template, "--egress", "none"))
+        version = ls(run)[t]["template_version"]
+        assert version and ls(run)[t]["template"] == template
+
+        def shout(text: str) -> Any:
+            payload = json.dumps({"text": text})
+            done = ok(run("run", t, "shout", "--input", payload, "--wait", "--json"))
+            return json.loads(done.out)["result"]
+
+        assert shout("before") == "BEFORE"
+        ok(run("park", t))
+        row = ls(run)[t]
+        assert row["state"] == "parked" and row["egress"] == "none"
+        assert (row["template"], row["template_version"]) == (template, version)
+        ok(run("wake", t))
+        row = ls(run)[t]
+        assert row["state"] == "running" and row["egress"] == "none"
+        assert (row["template"], row["template_version"]) == (template, version)
+        assert shout("after") == "AFTER"  # the template's code, not the stock image's
+    finally:
+        run("rm", t, "--purge", "--yes")
+        run("template", "rm", template, "--force")

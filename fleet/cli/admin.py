@@ -1,5 +1,5 @@
 """`fleet s3 up | down | status` (the embedded object store), `fleet image build` and
-`fleet k8s manifest`."""
+`fleet k8s manifest`, `fleet doctor`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from .base import Tenant, fleet_of, image_app, k8s_app, s3_app
+from .base import Json, Tenant, app, fleet_of, image_app, k8s_app, s3_app
 
 
 @s3_app.command("up")
@@ -43,6 +43,20 @@ def image_build() -> None:
 
     for image, size_mb in build_images():
         output.out.print(f"built {image} ({size_mb} MB)")
+
+
+@app.command("doctor")
+def doctor(ctx: typer.Context, json_out: Json = False) -> None:
+    """Check this set-up, one line each: Docker engines, images of this version, the object
+    store (bucket, conditional writes, clock offset), free disk and memory. Exit 1 if any fails."""
+    from fleet.ops.doctor import doctor as run_checks
+
+    from . import output_doctor
+
+    checks = run_checks(fleet_of(ctx))
+    output_doctor.show(checks, json_out)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 @k8s_app.command("manifest")

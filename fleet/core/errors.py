@@ -67,6 +67,11 @@ class ImageMissing(FleetError):
     hint = "build it with `fleet image build` (or set FLEET_IMAGE)"
 
 
+class ImageOutdated(FleetError):
+    exit_code = 4
+    hint = "rebuild it for this version with `fleet image build`"
+
+
 class TemplateNotFound(FleetError):
     exit_code = 4
     hint = "`fleet template ls` lists them; `fleet template build DIR --name NAME` makes one"

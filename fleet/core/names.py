@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 PACKAGE = "litefleet"
+UNKNOWN_VERSION = "0+unknown"
 
 
 def version() -> str:
@@ -88,7 +89,7 @@ def version() -> str:
     try:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:  # a checkout on sys.path without install
-        return "0+unknown"
+        return UNKNOWN_VERSION
 
 
 def image_ref(name: str) -> str:

@@ -54,6 +54,10 @@ from .network import (
 from .placement import host_infos, place
 from .sandbox import run_sandboxed
 
+# A Swarm task's container carries its service's labels, tenant role included: on an engine
+# that is also a Swarm node it is FLEET_BACKEND=swarm's tenant, never this backend's.
+_SWARM_TASK = "com.docker.swarm.service.id"
+
 
 class DockerHosting:
     """``image``: the fleet's tenant image (what `fleet hosts` looks for); ``registry``: where
@@ -100,6 +104,7 @@ class DockerHosting:
             tenant_of(h.name, c)
             for h in reachable(self.engines)
             for c in h.client.containers.list(all=True, filters={"label": wanted})
+            if _SWARM_TASK not in (c.labels or {})  # FLEET_BACKEND=swarm's, on an engine it shares
         ]
         return sorted(found, key=lambda t: (t.name, t.host))
 

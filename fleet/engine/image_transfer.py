@@ -15,7 +15,7 @@ from fleet.core.hosting import Transfer, TransferProgress
 from fleet.core.log import log
 
 from .hosts import Host
-from .images import has_image
+from .images import check_version, has_image
 
 
 def registry_ref(registry: str, image: str) -> str:
@@ -33,10 +33,16 @@ def ensure_image_on(
     """Make sure ``target``'s engine has ``image``: pull from ``registry`` (FLEET_REGISTRY),
     or copy it from another of ``hosts`` that has it."""
     if has_image(target.client, image):
+        check_version(target.client, image)
         return Transfer(image, target.name, None, 0, "present")
     if registry:
-        return _pull(target, image, registry)
-    return _copy(_source(hosts, target, image), target, image, progress)
+        transfer = _pull(target, image, registry)
+    else:
+        source = _source(hosts, target, image)
+        check_version(source.client, image)  # before copying an image that would be refused
+        transfer = _copy(source, target, image, progress)
+    check_version(target.client, image)
+    return transfer
 
 
 def _pull(target: Host, image: str, registry: str) -> Transfer:

@@ -1,4 +1,5 @@
-"""The litefleet images: building them (images/build.sh) and checking an engine has them.
+"""The litefleet images: building them (images/build.sh, from a checkout or the copy in an
+installed package) and checking an engine has them, of this package's version.
 
 Images are built on this machine's default engine; image_transfer.py copies them to the
 other engines. Template images (a tenant image plus user code) are built by
@@ -10,33 +11,75 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from fleet.core.errors import FleetError, ImageMissing, InvalidArgument
+from fleet.core import names
+from fleet.core.errors import FleetError, ImageMissing, ImageOutdated, InvalidArgument
+
+from .package_wheel import write_package_wheel
 
 _SIZE_RE = re.compile(r"^images: (\S+)\s+(\d+) MB$")
 
 
-def repo_root() -> Path:
-    """The litefleet checkout this fleet runs from: images are built from its images/."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "images" / "build.sh").is_file():
+def assets_root() -> Path:
+    """Where images/ and configs/ are: the litefleet checkout this fleet runs from, else the
+    copy an installed package carries (fleet/_assets/, same layout; setup.py)."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[2], here.parents[1] / "_assets"):
+        if (root / "images" / "build.sh").is_file():
+            return root
+    raise FleetError(
+        "the image build files are missing (no images/ in a checkout, no fleet/_assets/)",
+        "reinstall litefleet: pipx install 'litefleet[fleet]'",
+    )
+
+
+def _installed(root: Path) -> bool:
+    """True when ``root`` is an installed package's copy, not a checkout (no pyproject.toml)."""
+    return not (root / "pyproject.toml").is_file()
+
+
+def build_dir() -> Path:
+    """The images' build cache: build/ of a checkout, else LITEFLEET_BUILD_DIR or
+    ~/.cache/litefleet/build (the wheelhouse lives there between builds)."""
+    root = assets_root()
+    if not _installed(root):
+        return Path(os.environ.get("LITEFLEET_BUILD_DIR") or root / "build")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("LITEFLEET_BUILD_DIR") or Path(cache) / "litefleet" / "build")
+
+
+def _installed_env(env: dict[str, str]) -> dict[str, str]:
+    """What images/build.sh needs from an installed package instead of a checkout's .venv."""
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:
         raise FleetError(
-            "images/ not found next to the fleet package", "run from a litefleet source checkout"
+            "building images needs pip in the fleet's environment",
+            "uv tool install --with pip 'litefleet[fleet]' (pipx and pip environments have it)",
         )
-    return root
+    return {
+        **env,
+        "LITEFLEET_BUILD_DIR": str(build_dir()),
+        "LITEFLEET_PYTHON": sys.executable,
+        "LITEFLEET_BUILD_VERSION": names.version(),
+    }
 
 
-def _build_sh(*args: str) -> subprocess.CompletedProcess[str]:
-    root = repo_root()
+def _build_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    root = assets_root()
     # Drop CA overrides: the build talks to the local engine and (for a cold wheelhouse) PyPI
     # through pip, which has its own certificate settings.
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    base = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"} | (env or {})
+    if _installed(root):
+        base = _installed_env(base)
     return subprocess.run(
         ["bash", str(root / "images" / "build.sh"), *args],
         cwd=root,
-        env=env,
+        env=base,
         capture_output=True,
         text=True,
         check=False,
@@ -44,11 +87,16 @@ def _build_sh(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def build_images() -> list[tuple[str, int]]:
-    """Run images/build.sh; returns (image, size in MB) as the script reports them."""
-    proc = _build_sh()
+    """Run images/build.sh; returns (image, size in MB) as the script reports them. From an
+    installed package, the tenant image gets a wheel of the installed package's own files."""
+    with tempfile.TemporaryDirectory(prefix="litefleet-wheel-") as tmp:
+        env: dict[str, str] = {}
+        if _installed(assets_root()):
+            env["LITEFLEET_PROJECT_WHEEL"] = str(write_package_wheel(Path(tmp)))
+        proc = _build_sh(env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["images/build.sh failed"])[-1]
-        raise FleetError(f"building images failed: {last}", "see build/*.log")
+        raise FleetError(f"building images failed: {last}", f"see {build_dir()}/*.log")
     sizes: list[tuple[str, int]] = []
     for line in proc.stdout.splitlines():
         m = _SIZE_RE.match(line.strip())
@@ -73,7 +121,7 @@ def template_wheels(requirements: list[str], out: Path) -> list[Path]:
         errors = [ln for ln in lines if ln.startswith("ERROR:")]
         last = (errors or lines or ["images/build.sh wheels failed"])[-1]
         if "no wheelhouse yet" in last:
-            raise FleetError(last.removeprefix("images: "), "run `make images`")
+            raise FleetError(last.removeprefix("images: "), "run `fleet image build`")
         raise InvalidArgument(f"the template's requirements cannot be installed: {last}")
     return sorted(wheels.glob("*.whl"))
 
@@ -94,3 +142,18 @@ def ensure_image(client: Any, image: str) -> None:
         raise ImageMissing(
             f"image {image} is not on this engine", "run `make images` (or `fleet image build`)"
         )
+
+
+VERSION_LABEL = "org.opencontainers.image.version"  # images/build.sh sets it; templates inherit
+
+
+def check_version(client: Any, image: str) -> None:
+    """Raise ImageOutdated unless ``image`` carries this package's version: a tenant runs the
+    supervisor and runtime of its image, which must match the fleet that drives it."""
+    want = names.version()
+    if want == names.UNKNOWN_VERSION:
+        return
+    labels = client.images.get(image).labels or {}
+    have = labels.get(VERSION_LABEL)
+    if have != want:
+        raise ImageOutdated(f"image {image} is litefleet {have or '(no version)'}, fleet is {want}")

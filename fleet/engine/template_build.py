@@ -32,7 +32,7 @@ from fleet.core.templates import Template, TemplateBuild
 
 from .docker_hosting import epoch_of
 from .hosts import Host, reachable
-from .images import repo_root
+from .images import assets_root
 from .sandbox import run_sandboxed
 
 RECIPE = ("Dockerfile", "install.sh")  # images/template/
@@ -42,7 +42,7 @@ _WORKFLOW = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 def recipe() -> list[tuple[str, bytes]]:
     """The build recipe's files (part of every version's hash)."""
-    folder = repo_root() / "images" / "template"
+    folder = assets_root() / "images" / "template"
     return [(name, (folder / name).read_bytes()) for name in RECIPE]
 
 

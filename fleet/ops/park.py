@@ -236,6 +236,8 @@ def _tenant_of(name: str, state: str, rec: dict[str, Any]) -> Tenant:
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=str(spec.get("image", "?")),
         egress=spec.get("egress"),
+        template=spec.get("template"),
+        template_version=spec.get("template_version"),
         idle_park=labels.get(names.LABEL_IDLE_PARK),
         next_wake_at=rec.get("next_wake_at"),
     )

@@ -60,6 +60,11 @@ def test_up_on_a_node_run_down_up_rm(
     _ok(fleet("up", tenant, "--host", NODE_NAMES[1], "--label", "team=blue", env=env))
     row = _ok_row(env, tenant)
     assert row["host"] == NODE_NAMES[1] and row["state"] == "running"
+    # The same engines seen with FLEET_BACKEND=engines: the task's container (which carries
+    # the service's labels) is not a tenant there, so a teardown or gc there leaves it alone.
+    engines = {k: v for k, v in env.items() if k != "FLEET_BACKEND"}
+    listed = json.loads(_ok(fleet("ls", "--json", env=engines)).out)
+    assert tenant not in {r["tenant"] for r in listed}
     out = fleet("run", tenant, "echo", "-i", '{"message": "hi"}', "--id", "r1", "--wait",
                 "--json", env=env)  # fmt: skip
     run = json.loads(_ok(out).out)
