@@ -53,8 +53,8 @@ bench: setup engine images postgres
 	$(BIN)/python bench/responsiveness_bench.py
 
 lint: setup
-	$(BIN)/ruff check agent_runtime fleet tests bench
-	$(BIN)/ruff format --check agent_runtime fleet tests bench
+	$(BIN)/ruff check agent_runtime fleet tests bench images
+	$(BIN)/ruff format --check agent_runtime fleet tests bench images
 
 typecheck: setup
 	$(BIN)/mypy

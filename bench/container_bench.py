@@ -54,10 +54,10 @@ import httpx  # noqa: E402
 from fleet.core.hosting import TenantSpec  # noqa: E402
 from fleet.core.names import STOP_TIMEOUT_S, image_ref  # noqa: E402
 from fleet.engine.container_spec import container_config, published_port  # noqa: E402
-from fleet.engine.network import ensure_tenant_network, network_gateway  # noqa: E402
+from fleet.engine.network import ensure_tenant_network  # noqa: E402
 from fleet.storage.embedded import EmbeddedStore as ObjectStore  # noqa: E402
 from fleet.storage.embedded import client as s3_client  # noqa: E402
-from fleet.storage.embedded import ensure_object_store  # noqa: E402
+from fleet.storage.embedded import ensure_object_store, remove_object_store  # noqa: E402
 
 BUCKET = "litefleet-bench"
 LITESTREAM = str(Path(sys.executable).parent / "litestream")
@@ -261,42 +261,15 @@ class Bench:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        gateway = network_gateway(self.client)
-        c = self.client.containers.run(
-            image_ref("s3"),
-            name=f"litefleet-bench-s3-{self.run}",
-            labels={cx.BENCH_LABEL: self.run},
-            network=self.network,
-            ports={"9000/tcp": [("127.0.0.1", port), (gateway, port)]},
-            environment={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(2**30)},
-            read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            mem_limit="2g",
-            pids_limit=256,
-            init=True,
-            detach=True,
-        )
+        name = f"litefleet-bench-s3-{self.run}"
         saved = self.store, self.s3
         try:
-            self.store = ObjectStore(f"http://127.0.0.1:{port}", f"http://{gateway}:{port}", BUCKET)
-            st = self.store
-            self.s3 = st.for_tenants()
-            s3 = s3_client(st.host_endpoint)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    s3.create_bucket(Bucket=BUCKET)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            self.store = ensure_object_store(self.client, bucket=BUCKET, port=port, name=name)
+            self.s3 = self.store.for_tenants()
             yield
         finally:
             self.store, self.s3 = saved
-            c.remove(force=True)
+            remove_object_store(self.client, name)
 
     def part_restore(self) -> dict[str, Any]:
         if self.args.restore_store == "private":
@@ -406,7 +379,7 @@ class Bench:
         return str(r.json().get("status")) if r.status_code == 200 else f"HTTP {r.status_code}"
 
     def replica_objects(self, tenant: str) -> dict[str, int]:
-        s3 = s3_client(self.store.host_endpoint)
+        s3 = s3_client(self.store)
         found: dict[str, int] = {}
         for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=BUCKET, Prefix=f"tenants/{tenant}/"
@@ -563,7 +536,7 @@ class Bench:
             c.remove(force=True)
         for v in self.client.volumes.list(filters=flt):
             v.remove(force=True)
-        s3 = s3_client(self.store.host_endpoint)
+        s3 = s3_client(self.store)
         for page in s3.get_paginator("list_objects_v2").paginate(
             Bucket=BUCKET, Prefix=f"tenants/cb{self.run}-"
         ):

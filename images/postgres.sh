@@ -5,14 +5,17 @@
 #   images/postgres.sh start|stop|status|url
 #
 # PGPORT overrides the port (default 54329). Database `litefleet`, role `litefleet` (CREATEDB,
-# so tests can make a database each) with a random password kept in build/pg/password (0600);
-# `url` prints the DSN with it.
+# so tests can make a database each, and CREATEROLE, so it can be FLEET_PG_ADMIN_URL and make
+# each `fleet up --postgres` tenant its role and database) with a random password kept in
+# build/pg/password (0600); `url` prints the DSN with it. The server only ever receives that
+# password as a SCRAM verifier computed here, never in a statement it could log.
 #
 # Listens on 127.0.0.1 and, when a Docker engine answers, on the gateway IP of the tenants'
 # bridge network `litefleet` (created here as fleet/storage/embedded.py creates it, if missing), so
 # `fleet up --db-url` tenants reach it. That gateway is a host address on the bridge, not on
 # the host's external interfaces. pg_hba admits loopback and that network's subnet only, with
-# password (scram) auth. A new gateway restarts a running server (its connections drop).
+# password (scram) auth, and a tenant role (a member of `litefleet_tenants`) only to the
+# database of its own name. A new gateway restarts a running server (its connections drop).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +23,7 @@ PORT="${PGPORT:-54329}"
 PGHOME="$REPO/build/pg"
 DB=litefleet
 ROLE=litefleet
+TENANTS=litefleet_tenants  # fleet/core/names.py PG_TENANT_GROUP
 PASSWORD_FILE="$PGHOME/password"
 LOG="$PGHOME/postgres.log"
 NETWORK=litefleet
@@ -121,10 +125,12 @@ write_if_changed() {
 configure() {
     RESTART=0 RELOAD=0
     tenant_network
-    local listen="127.0.0.1" tenants=""
+    local listen="127.0.0.1" admin_net="" tenant_net="" others_net=""
     if [[ -n "$GATEWAY" ]]; then
         listen="127.0.0.1,$GATEWAY"
-        tenants="host    all all $SUBNET scram-sha-256"
+        admin_net="host    all $ROLE $SUBNET scram-sha-256"
+        tenant_net="host    sameuser +$TENANTS $SUBNET scram-sha-256"
+        others_net="host    all all $SUBNET scram-sha-256"
     fi
     write_if_changed "$DATA/litefleet.conf" <<EOF && RESTART=1
 listen_addresses = '$listen'
@@ -136,9 +142,20 @@ EOF
     write_if_changed "$DATA/litefleet_hba.conf" <<EOF && RELOAD=1
 # Written by images/postgres.sh on every start: loopback and the tenants' network only.
 local   all all peer
+# The fleet's own role (FLEET_PG_ADMIN_URL): every database. First, because it becomes a member
+# of the tenant roles it makes, and so of $TENANTS.
+host    all $ROLE 127.0.0.1/32 scram-sha-256
+host    all $ROLE ::1/128 scram-sha-256
+$admin_net
+# Tenant roles of \`fleet up --postgres\`: the database of their own name, nothing else.
+host    sameuser +$TENANTS 127.0.0.1/32 scram-sha-256
+host    sameuser +$TENANTS ::1/128 scram-sha-256
+$tenant_net
+host    all +$TENANTS all reject
+# Other roles.
 host    all all 127.0.0.1/32 scram-sha-256
 host    all all ::1/128 scram-sha-256
-$tenants
+$others_net
 EOF
     if ! grep -q "^include_if_exists = 'litefleet.conf'" "$DATA/postgresql.conf"; then
         echo "include_if_exists = 'litefleet.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
@@ -163,15 +180,31 @@ psql_admin() {
     as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres "$@"
 }
 
+# The SCRAM-SHA-256 verifier of the password on stdin (what PostgreSQL stores; a statement
+# holding it reveals nothing that logs in).
+scram_verifier() {
+    python3 -I -c '
+import base64, hashlib, hmac, os, sys
+password, salt, rounds = sys.stdin.read().strip().encode(), os.urandom(16), 4096
+salted = hashlib.pbkdf2_hmac("sha256", password, salt, rounds)
+client = hmac.new(salted, b"Client Key", "sha256").digest()
+server = hmac.new(salted, b"Server Key", "sha256").digest()
+b64 = lambda b: base64.b64encode(b).decode()
+print(f"SCRAM-SHA-256${rounds}:{b64(salt)}${b64(hashlib.sha256(client).digest())}:{b64(server)}")
+'
+}
+
 ensure_db() {
-    # On stdin, never in argv: the password does not show in a process listing.
+    local verifier
+    verifier="$(password | scram_verifier)"
+    # On stdin, never in argv: not even the verifier shows in a process listing.
     psql_admin -d postgres >/dev/null <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE') THEN
-    CREATE ROLE $ROLE LOGIN CREATEDB;
+    CREATE ROLE $ROLE LOGIN CREATEDB CREATEROLE;
   END IF;
 END \$\$;
-ALTER ROLE $ROLE PASSWORD '$(password)';
+ALTER ROLE $ROLE CREATEDB CREATEROLE PASSWORD '$verifier';
 SELECT 'CREATE DATABASE $DB OWNER $ROLE'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB') \gexec
 SQL

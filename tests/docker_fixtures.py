@@ -8,6 +8,7 @@ Tenant containers are created with ``container_config``, exactly as the fleet do
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from fleet.core.hosting import TenantSpec
-from fleet.core.names import image_ref
+from fleet.core.names import STORE_CONTAINER, image_ref
 from fleet.engine.container_spec import container_config, published_port
 from fleet.engine.network import ensure_tenant_network
 from fleet.storage.embedded import EmbeddedStore as ObjectStore
@@ -88,12 +89,24 @@ def tenant_image(docker_client: Any) -> str:
 def object_store(docker_client: Any) -> ObjectStore:
     """The embedded store (shared with anything else on this engine), with a test bucket."""
     _require_image(docker_client, image_ref("s3"))
-    return ensure_object_store(docker_client, bucket=TEST_BUCKET)
+    return the_store(docker_client, TEST_BUCKET)
+
+
+def the_store(docker_client: Any, bucket: str) -> ObjectStore:
+    """The embedded store the fleet CLI of the tests uses, with ``bucket``: FLEET_S3_CONTAINER
+    / FLEET_S3_PORT, when set, name another one than the default (the CLI inherits them)."""
+    return ensure_object_store(
+        docker_client,
+        bucket=bucket,
+        name=os.environ.get("FLEET_S3_CONTAINER") or STORE_CONTAINER,
+        port=int(os.environ.get("FLEET_S3_PORT") or 9000),
+    )
 
 
 @pytest.fixture(scope="session")
 def tenant_s3(object_store: ObjectStore) -> S3Settings:
-    """The S3 settings tenant containers are given."""
+    """The S3 settings tenant containers are given (the store's admin key, as with
+    FLEET_S3_CREDENTIALS=shared)."""
     return object_store.for_tenants()
 
 
@@ -177,7 +190,7 @@ def wait_run(http: httpx.Client, run_id: str, timeout: float = 30.0) -> dict[str
 
 
 def replica_keys(store: ObjectStore, tenant: str) -> list[str]:
-    s3 = s3_client(store.host_endpoint)
+    s3 = s3_client(store)
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=store.bucket, Prefix=f"tenants/{tenant}/"

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.storage.embedded import EmbeddedStore, ensure_object_store
+from fleet.storage.embedded import EmbeddedStore
 from fleet.storage.embedded import client as s3_client
+from tests.docker_fixtures import the_store
 from tests.fleet_support import FLEET, Result, fleet, free_port
 
 Fleet = Callable[..., Result]
@@ -37,7 +38,7 @@ def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
     is removed with its backup at the end. Only those: `fleet ls` lists every tenant on the
     engine, which other test sessions share."""
     bucket = f"lf-park-{uuid.uuid4().hex[:10]}"
-    store = ensure_object_store(docker_client, bucket=bucket)
+    store = the_store(docker_client, bucket)
     env = {
         "FLEET_IMAGE": tenant_image,
         "FLEET_S3_BUCKET": bucket,
@@ -52,7 +53,7 @@ def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
 
 def tenants_in(store: EmbeddedStore, bucket: str) -> list[str]:
     """The tenants with a backup, lease or manifest in ``bucket``."""
-    s3 = s3_client(store.host_endpoint)
+    s3 = s3_client(store)
     found = set()
     for prefix in ("tenants/", "leases/", "manifests/"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -75,7 +76,7 @@ def ls(run: Fleet) -> dict[str, dict[str, Any]]:
 
 
 def manifest(store: EmbeddedStore, bucket: str, tenant: str) -> dict[str, Any] | None:
-    s3 = s3_client(store.host_endpoint)
+    s3 = s3_client(store)
     try:
         body = s3.get_object(Bucket=bucket, Key=f"manifests/{tenant}.json")["Body"].read()
     except s3.exceptions.NoSuchKey:

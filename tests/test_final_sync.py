@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from fleet.core.hosting import TenantSpec
-from fleet.core.names import image_ref
 from fleet.engine.container_spec import container_config, published_port
 from fleet.engine.docker_hosting import DockerHosting, tenant_of
 from fleet.engine.hosts import Host
-from fleet.engine.network import ensure_tenant_network, network_gateway
+from fleet.engine.network import ensure_tenant_network
 from fleet.storage import embedded
 from fleet.storage.final_sync import FinalSyncFailed, check_final_sync
+from tests.fleet_support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -35,27 +35,14 @@ def _wait(url: str, ok: Any, timeout: float = 60) -> None:
 def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str) -> None:
     suffix = uuid.uuid4().hex[:8]
     network = ensure_tenant_network(docker_client)
-    gateway = network_gateway(docker_client)
-    store = docker_client.containers.run(
-        image_ref("s3"),
-        name=f"litefleet-test-s3-{suffix}",
-        network=network,
-        ports={"9000/tcp": [("127.0.0.1", None), (gateway, None)]},
-        detach=True,
-    )
+    store_name = f"litefleet-test-s3-{suffix}"
     container = None
     volume = f"litefleet-test-sync-{suffix}"
     try:
-        store.reload()
-        bindings = store.attrs["NetworkSettings"]["Ports"]["9000/tcp"]
-        host_port = next(b["HostPort"] for b in bindings if b["HostIp"] == "127.0.0.1")
-        gw_port = next(b["HostPort"] for b in bindings if b["HostIp"] == gateway)
-        _wait(f"http://127.0.0.1:{host_port}/", lambda r: r.status_code < 500)
-        embedded.client(f"http://127.0.0.1:{host_port}").create_bucket(Bucket="sync-test")
-        token = uuid.uuid4().hex
-        store_at = embedded.EmbeddedStore(
-            f"http://127.0.0.1:{host_port}", f"http://{gateway}:{gw_port}", "sync-test"
+        store_at = embedded.ensure_object_store(
+            docker_client, bucket="sync-test", port=free_port(), name=store_name
         )
+        token = uuid.uuid4().hex
         spec = TenantSpec(
             tenant=f"sync-{suffix}",
             image=tenant_image,
@@ -78,7 +65,7 @@ def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str)
         )
         assert r.status_code == 201
         time.sleep(2)  # replicated while the store is up
-        store.remove(force=True)  # the object store goes away...
+        embedded.remove_object_store(docker_client, store_name)  # the store goes away...
         r = httpx.post(
             f"{url}/v1/runs",
             json={"workflow": "echo", "input": {"message": "b"}},
@@ -91,9 +78,9 @@ def test_down_reports_a_failed_final_sync(docker_client: Any, tenant_image: str)
         with pytest.raises(FinalSyncFailed, match="final sync to object storage failed"):
             check_final_sync(f"sync-{suffix}", stopped, timeout=60)
     finally:
-        for c in (container, store):
-            if c is not None:
-                with contextlib.suppress(Exception):
-                    c.remove(force=True)
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        embedded.remove_object_store(docker_client, store_name)
         with contextlib.suppress(Exception):
             docker_client.volumes.get(volume).remove(force=True)

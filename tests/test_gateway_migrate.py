@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleet.storage.embedded import ensure_object_store
+from tests.docker_fixtures import the_store
 from tests.fleet_support import fleet
 from tests.park_support import ok, start_gateway, stop_gateway
 
@@ -57,7 +57,7 @@ def test_gateway_holds_requests_across_migrate(
     two_hosts: dict[str, str], docker_client: Any, tmp_path: Any
 ) -> None:
     bucket = f"lf-park-{uuid.uuid4().hex[:10]}"
-    ensure_object_store(docker_client, bucket=bucket)
+    the_store(docker_client, bucket)
     env = {**two_hosts, "FLEET_S3_BUCKET": bucket}
     t = f"h-{uuid.uuid4().hex[:8]}"
     gw = start_gateway(env, str(tmp_path))

@@ -22,6 +22,9 @@ import pytest
 from agent_runtime import open_copy
 from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from fleet.storage.embedded import client as s3_client
+from fleet.storage.s3 import client as s3_settings_client
+from fleet.storage.s3 import iam_client
+from fleet.supervisor.s3 import S3Settings
 from tests.docker_fixtures import TEST_BUCKET
 from tests.test_fleet_docker import _ok
 
@@ -85,13 +88,13 @@ def _runs(run: Fleet, tenant: str) -> dict[str, str]:
 
 
 def _keys(store: ObjectStore, prefix: str) -> set[str]:
-    s3 = s3_client(store.host_endpoint)
+    s3 = s3_client(store)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=TEST_BUCKET, Prefix=prefix)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
 def _lease(store: ObjectStore, tenant: str) -> dict[str, Any]:
-    s3 = s3_client(store.host_endpoint)
+    s3 = s3_client(store)
     body = s3.get_object(Bucket=TEST_BUCKET, Key=f"leases/{tenant}.json")["Body"].read()
     return dict(json.loads(body))
 
@@ -103,6 +106,41 @@ def _container(docker_client: Any, tenant: str) -> Any:
 def _token(container: Any) -> str:
     variables = dict(e.partition("=")[::2] for e in container.attrs["Config"]["Env"])
     return variables["AGENT_RUNTIME_TOKEN"]
+
+
+def _key_of(container: Any) -> S3Settings:
+    variables = dict(e.partition("=")[::2] for e in container.attrs["Config"]["Env"])
+    return S3Settings.from_env(variables)
+
+
+def _readers_of(store: ObjectStore, src: str) -> list[str]:
+    """Throwaway read-only users of forks (TenantKeys.reader) on ``src`` that still exist."""
+    iam = iam_client(store.for_fleet(), store.host_endpoint)
+    found = []
+    for user in iam.list_users(PathPrefix="/litefleet/")["Users"]:
+        name = user["UserName"]
+        if not name.startswith("lfread-"):
+            continue
+        for policy in iam.list_user_policies(UserName=name)["PolicyNames"]:
+            doc = iam.get_user_policy(UserName=name, PolicyName=policy)["PolicyDocument"]
+            if f"tenants/{src}/" in json.dumps(doc):
+                found.append(name)
+    return found
+
+
+def _refused(key: S3Settings, store: ObjectStore, src: str, where: str) -> None:
+    """``key`` (a tenant's own) can neither read nor overwrite ``src``'s backup at ``where``."""
+    import botocore.exceptions
+
+    mine = s3_settings_client(key.with_endpoint(store.host_endpoint))
+    for attempt in (
+        lambda: mine.get_object(Bucket=TEST_BUCKET, Key=where),
+        lambda: mine.put_object(Bucket=TEST_BUCKET, Key=f"tenants/{src}/x", Body=b"x"),
+        lambda: mine.get_object(Bucket=TEST_BUCKET, Key=f"leases/{src}.json"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            attempt()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
 
 
 def _wait_status(run: Fleet, tenant: str, run_id: str, status: str, timeout: float = 30) -> None:
@@ -147,6 +185,16 @@ def test_fork_at_a_time_between_two_runs(
     assert _keys(object_store, f"tenants/{new}/")
     assert str(_lease(object_store, new)["container"]) in forked.id
     assert str(_lease(object_store, src)["container"]) not in forked.id
+
+    # Per-tenant keys: NEW holds a key of its own that reaches none of SRC's objects, and the
+    # read-only key the restore job used is gone.
+    own = _key_of(forked)
+    assert own.access_key_id not in (
+        _key_of(_container(docker_client, src)).access_key_id,
+        object_store.for_fleet().access_key_id,
+    )
+    _refused(own, object_store, src, sorted(_keys(object_store, f"tenants/{src}/"))[0])
+    assert _readers_of(object_store, src) == []
 
     # SRC and its backup were only read.
     assert _runs(run, src)["first"] == "waiting"

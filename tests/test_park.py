@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from fleet.storage.embedded import ensure_object_store
+from tests.docker_fixtures import the_store
 from tests.fleet_support import one_line_error
 from tests.park_support import (
     Fleet,
@@ -67,7 +66,7 @@ def test_park_then_wake_through_fleet_run(
     parked = ok(run("park", t))
     assert "parked" in parked.out
     assert _containers(docker_client, t) == [] and _volumes(docker_client, t) == []
-    store = ensure_object_store(docker_client, bucket=park_env["FLEET_S3_BUCKET"])
+    store = the_store(docker_client, park_env["FLEET_S3_BUCKET"])
     record = manifest(store, park_env["FLEET_S3_BUCKET"], t)
     assert record is not None and record["state"] == "parked"
     assert record["park"]["spec"]["egress"] == egress
@@ -215,20 +214,16 @@ def test_parking_with_a_failed_final_sync_leaves_it_running(
     store port only, removed at the end) while the fleet still reaches it."""
     import subprocess
 
-    from fleet.core.names import image_ref
     from fleet.engine.network import ensure_tenant_network, network_gateway
+    from fleet.storage.embedded import ensure_object_store, remove_object_store
     from tests.fleet_support import fleet, free_port
 
     network = ensure_tenant_network(docker_client)
     gw_ip = network_gateway(docker_client)
     port = free_port()
-    store = docker_client.containers.run(
-        image_ref("s3"),
-        name=f"litefleet-test-s3-{port}",
-        network=network,
-        ports={"9000/tcp": [("127.0.0.1", port), (gw_ip, port)]},
-        detach=True,
-    )
+    own = f"litefleet-test-s3-{port}"
+    store = ensure_object_store(docker_client, bucket="park-sync", port=port, name=own)
+    admin = store.for_fleet()
     bridge = "br-" + docker_client.networks.get(network).id[:12]
     rule = [
         "INPUT",
@@ -250,15 +245,13 @@ def test_parking_with_a_failed_final_sync_leaves_it_running(
         "FLEET_S3_ENDPOINT": f"http://127.0.0.1:{port}",
         "FLEET_S3_TENANT_ENDPOINT": f"http://{gw_ip}:{port}",
         "FLEET_S3_BUCKET": "park-sync",
+        "FLEET_S3_ACCESS_KEY_ID": admin.access_key_id,
+        "FLEET_S3_SECRET_ACCESS_KEY": admin.secret_access_key,
         "FLEET_HEALTH_TIMEOUT": "90",
         "FLEET_CONFIG": "",
     }
     t = name()
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 60, "store answers")
-        from fleet.storage.embedded import client as s3_client
-
-        s3_client(f"http://127.0.0.1:{port}").create_bucket(Bucket="park-sync")
         ok(fleet("up", t, env=env))
         ok(fleet("run", t, "steps", "--input", '{"n": 2}', "--id", "kept", "--wait", env=env))
         subprocess.run(["iptables", "-I", *rule], check=True)
@@ -280,14 +273,7 @@ def test_parking_with_a_failed_final_sync_leaves_it_running(
         assert row["state"] == "running"
     finally:
         fleet("rm", t, "--purge", "--yes", env=env)
-        store.remove(force=True)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2, trust_env=False).status_code < 500
-    except httpx.HTTPError:
-        return False
+        remove_object_store(docker_client, own)
 
 
 def _epoch(iso: str) -> float:

@@ -278,9 +278,11 @@ def test_tenants_reach_the_store_but_not_each_other(
     b.container.reload()
     b_ip = next(iter(b.container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
     probe = (
-        "import sys, urllib.request\n"
+        "import sys, urllib.error, urllib.request\n"
         "try:\n"
         "    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code)\n"
         "except Exception as e:\n"
         "    print(type(e).__name__)\n"
     )
@@ -289,6 +291,7 @@ def test_tenants_reach_the_store_but_not_each_other(
         _, out = a.container.exec_run(["python3", "-I", "-c", probe, url], user="10002")
         return str(out.decode().strip())
 
-    assert fetch(f"{object_store.tenant_endpoint}/{object_store.bucket}") == "200"
+    # The store answers (and, asked without credentials, refuses: it checks every request).
+    assert fetch(f"{object_store.tenant_endpoint}/{object_store.bucket}") == "403"
     assert fetch(f"http://{b_ip}:8080/healthz") in ("URLError", "TimeoutError")
     assert fetch("http://127.0.0.1:8080/healthz") == "200"  # its own API, for contrast

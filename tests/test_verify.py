@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fleet.storage.embedded import client as s3_client
-from fleet.storage.embedded import ensure_object_store
+from tests.docker_fixtures import the_store
 from tests.fleet_support import one_line_error
 from tests.park_support import (
     Fleet,
@@ -76,8 +76,8 @@ def test_verify_a_good_and_a_tampered_backup(
     assert re.search(rf"^verify {good}: passed in [0-9.]+s: integrity ok, ", passed.out, re.M)
     assert "the tenant is at txid" in passed.out  # compared with the running tenant's own
 
-    store = ensure_object_store(docker_client, bucket=bucket)
-    assert _tamper_newest(s3_client(store.host_endpoint), bucket, bad) >= 1
+    store = the_store(docker_client, bucket)
+    assert _tamper_newest(s3_client(store), bucket, bad) >= 1
     both = run("verify", "--label", "drill=yes")
     assert both.code == 1, both
     assert re.search(rf"^verify {good}: passed ", both.out, re.M)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -51,6 +52,23 @@ Host = Annotated[
     str | None,
     typer.Option(help="Host from FLEET_HOSTS (default: the one with the most free memory)."),
 ]
+DbUrlFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--db-url-file",
+        help="Read the --db-url DSN from the first line of this file.",
+        metavar="FILE",
+        dir_okay=False,
+    ),
+]
+Postgres = Annotated[
+    bool,
+    typer.Option(
+        "--postgres",
+        help="Run on PostgreSQL with a role and database of its own, lf_TENANT, made on"
+        " FLEET_PG_ADMIN_URL's server (`fleet rm --purge` drops them).",
+    ),
+]
 
 
 @app.command()
@@ -72,12 +90,17 @@ def up(
     force_takeover: ForceTakeover = False,
     egress: Egress = None,
     db_url: DbUrl = None,
+    db_url_file: DbUrlFile = None,
+    postgres: Postgres = False,
 ) -> None:
     """Create and start tenants (or start, or wake, them again); waits until they are healthy."""
     from fleet.core.names import parse_env
     from fleet.ops import bulk, tenants
 
     from . import output
+
+    if db_url_file is not None:
+        db_url = read_db_url(db_url_file, db_url)
 
     todo = bulk.tenant_names(tenant or [], count, prefix)
     options = tenants.TenantOptions(
@@ -90,6 +113,7 @@ def up(
         cpus=cpus,
         env=parse_env(env),
         db_url=db_url,
+        postgres=postgres,
         idle_park=idle_park,
         egress=egress,
     )
@@ -104,6 +128,22 @@ def up(
             reporter=progress,
         )
     output.bulk(done, output.up)
+
+
+def read_db_url(path: Path, given: str | None) -> str:
+    """The DSN in the first non-empty line of ``path`` (so no password is on a command
+    line); InvalidArgument when unreadable, empty or given twice."""
+    from fleet.core.errors import InvalidArgument
+
+    if given is not None:
+        raise InvalidArgument("give --db-url or --db-url-file, not both")
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read --db-url-file {path}: {type(exc).__name__}") from None
+    if not lines:
+        raise InvalidArgument(f"--db-url-file {path} is empty")
+    return lines[0]
 
 
 @app.command("ls")

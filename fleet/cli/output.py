@@ -82,6 +82,8 @@ def up(result: UpResult, compact: bool = False) -> None:
     verb = verbs.get(result.action, result.action)
     if result.note:
         err.print(f"note: {result.note}", markup=False, highlight=False)
+    if result.warning:
+        err.print(f"warning: {result.warning}", markup=False, highlight=False)
     out.print(f"tenant [bold]{t.name}[/] {verb} on {t.host}: API at {t.url}")
     if result.action != "running" and not compact and t.template:
         out.print(
@@ -222,6 +224,10 @@ def removed(r: RmResult) -> None:
         parts.append("volume")
     if r.purged is not None:
         parts.append(f"backup ({r.purged} objects)")
+    if r.key:
+        parts.append("its object-store key")
+    if r.database:
+        parts.append("its PostgreSQL role and database")
     out.print(f"removed {r.tenant}: " + (", ".join(parts) or "nothing"))
 
 

@@ -35,6 +35,7 @@ class Tenant:
     app: str
     backend: str  # names.BACKEND_SQLITE or BACKEND_POSTGRES
     image: str
+    database: str | None = None  # `up --postgres`: its own role and database (lf_<t>)
     template: str | None = None  # the template it runs (fleet up --template / --app PATH)
     template_version: str | None = None
     port: int | None = None  # the runtime API on 127.0.0.1 of its host, while running
@@ -75,9 +76,10 @@ class Tenant:
 class TenantSpec:
     """What a tenant is made of: image, limits, environment, labels, where its state lives.
 
-    SQLite tenants (``s3`` set) replicate to object storage under a lease; PostgreSQL tenants
-    (``db_url``) keep their state there. The password goes in ``db_password`` (PGPASSWORD),
-    never in the URL, which ends up on the runtime's command line."""
+    SQLite tenants (``s3`` set) replicate to object storage under a lease, with the key
+    ``ObjectStorage.for_tenant`` gave them; PostgreSQL tenants (``db_url``) keep their state
+    there. The password goes in ``db_password`` (PGPASSWORD), never in the URL, which ends up
+    on the runtime's command line."""
 
     tenant: str
     image: str
@@ -147,8 +149,11 @@ def replica_environment(s3: S3Settings) -> dict[str, str]:
 @dataclass(frozen=True)
 class OneOff:
     """A throwaway container of the tenant image: the tenant's volume at /data, Litestream's
-    environment, ``argv`` run in /data instead of the supervisor. Litestream's config names
-    the backup of ``replica`` (default: the tenant's own; `fleet fork` restores another's)."""
+    environment, ``argv`` run in /data instead of the supervisor. ``s3`` holds the tenant's
+    own key (``ObjectStorage.for_tenant``, or what its container holds), never the fleet's:
+    such a job reads a volume the tenant's code wrote. Litestream's config names the backup
+    of ``replica`` (default: the tenant's own; `fleet fork` restores another's, with a
+    read-only key on it: ``ObjectStorage.reader_of``)."""
 
     tenant: str
     image: str

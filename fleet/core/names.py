@@ -126,6 +126,7 @@ LABEL_BACKEND = LABEL_PREFIX + "backend"  # BACKEND_SQLITE (Litestream) or BACKE
 # engine's stop; a container without the label predates it (its supervisor would die of it).
 LABEL_DOWN_SIGNAL = LABEL_PREFIX + "down-signal"
 DOWN_SIGNAL = "SIGUSR1"
+LABEL_DATABASE = LABEL_PREFIX + "database"  # `up --postgres`: the role and database it owns
 # A tenant's template (on its container) and a template's record (on its image; containers of
 # the image inherit these): name, version, the app module in its directory, its workflows.
 LABEL_TEMPLATE = LABEL_PREFIX + "template"
@@ -184,10 +185,25 @@ DEFAULT_EGRESS = "public"  # fleet/engine/egress.py
 # create() cannot set the container's own StopTimeout; docker's default is 10 s.)
 STOP_TIMEOUT_S = 30
 
-# -- the embedded store: moto accepts any credentials; these only have to be consistent
-EMBEDDED_ACCESS_KEY_ID = "litefleet"
-EMBEDDED_SECRET_ACCESS_KEY = "litefleet-embedded"
+# -- the embedded store. Its admin key is made when its container is created and kept in that
+# container's environment (the fleet reads it back from the engine, like tenant tokens).
+ENV_STORE_ADMIN_KEY_ID = "LITEFLEET_S3_ADMIN_KEY_ID"
+ENV_STORE_ADMIN_SECRET = "LITEFLEET_S3_ADMIN_SECRET"
+# A store made by an older fleet checks no credentials; this is the key it was used with.
+UNCHECKED_ACCESS_KEY_ID = "litefleet"
+UNCHECKED_SECRET_ACCESS_KEY = "litefleet-embedded"
 DEFAULT_BUCKET = "litefleet"
+
+# -- object-store credentials of tenants (FLEET_S3_CREDENTIALS)
+CREDENTIALS_IAM = "iam"  # a key of its own per tenant, scoped to its backup and lease
+CREDENTIALS_SHARED = "shared"  # every tenant holds the fleet's key
+TENANT_USER_PATH = "/litefleet/"  # IAM path of the tenants' users
+TENANT_POLICY = "litefleet-tenant"  # name of each such user's inline policy
+
+# -- PostgreSQL tenants of `fleet up --postgres` (FLEET_PG_ADMIN_URL's server)
+PG_TENANT_PREFIX = "lf_"  # role and database lf_<tenant>
+PG_TENANT_GROUP = "litefleet_tenants"  # every tenant role is a member (pg_hba matches it)
+PG_NAME_MAX = 63  # PostgreSQL truncates longer identifiers
 
 # Variables a user's --env cannot set: what the supervisor, Litestream or the runtime read, and
 # what changes how programs load (every Python in a tenant runs with -I, which ignores PYTHON*
@@ -264,6 +280,27 @@ def oneoff_name(tenant: str, stamp: int) -> str:
 
 def volume_name(tenant: str) -> str:
     return f"litefleet-{tenant}-data"
+
+
+def tenant_user(bucket: str, tenant: str) -> str:
+    """The IAM user holding a tenant's key: unique per bucket and tenant, at most 64
+    characters (IAM's limit), so it is found again from the two names alone."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{bucket}/{check_tenant(tenant)}".encode()).hexdigest()[:8]
+    return f"lf-{tenant[:48]}-{digest}"
+
+
+def pg_tenant_name(tenant: str) -> str:
+    """Role and database of a `fleet up --postgres` tenant (exactly ``lf_<tenant>``)."""
+    name = PG_TENANT_PREFIX + check_tenant(tenant)
+    if len(name) > PG_NAME_MAX:
+        raise InvalidArgument(
+            f"tenant name {tenant!r} is too long for --postgres",
+            f"PostgreSQL names hold {PG_NAME_MAX} bytes: use at most "
+            f"{PG_NAME_MAX - len(PG_TENANT_PREFIX)} characters",
+        )
+    return name
 
 
 # -- parked tenants (fleet/storage/manifests.py): objects only the fleet's own key can reach

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
-from .names import DEFAULT_BUCKET, DEFAULT_REGION, image_ref
+from .names import DEFAULT_BUCKET, DEFAULT_REGION, STORE_CONTAINER, image_ref
 
 DEFAULT_CONFIG = Path("~/.config/litefleet/fleet.toml")
 
@@ -34,6 +34,18 @@ class FleetSettings(BaseSettings):
     s3_access_key_id: str = "litefleet"
     s3_secret_access_key: SecretStr = SecretStr("litefleet")
     s3_port: int = Field(9000, description="host port of the embedded store (127.0.0.1)")
+    s3_container: str = Field(STORE_CONTAINER, description="container of the embedded store")
+    s3_credentials: Literal["shared", "iam"] | None = Field(
+        None,
+        description="iam: a key per tenant; shared: the fleet's key; unset: iam where the "
+        "store's IAM API answers",
+    )
+    s3_iam_endpoint: str | None = Field(
+        None, description="IAM endpoint (default: AWS IAM for AWS, else s3_endpoint)"
+    )
+    pg_admin_url: SecretStr | None = Field(
+        None, description="postgresql:// DSN with CREATEROLE and CREATEDB for `up --postgres`"
+    )
     image: str = Field(default_factory=lambda: image_ref("tenant"))
     hosts: str = Field("", description="name=docker-url,...; empty = one host 'local'")
     registry: str | None = Field(

@@ -31,6 +31,7 @@ from fleet.core.hosting import (
 )
 from fleet.core.log import log
 from fleet.core.names import NETWORK as NETWORK_NAME
+from fleet.supervisor.s3 import S3Settings
 
 from .container_spec import (
     container_config,
@@ -208,10 +209,12 @@ class DockerHosting:
         host_cfg = attrs["HostConfig"]
         memory = int(host_cfg.get("Memory") or 0)
         nano = int(host_cfg.get("NanoCpus") or 0)
+        s3 = S3Settings.from_env(env) if names.ENV_S3_ENDPOINT in env else None
         return TenantSpec(
             tenant=t.name,
             image=t.image,
             token=env.get(names.ENV_TOKEN, ""),
+            s3=s3,  # its key: what one-off jobs on its volume use (a new container gets a new one)
             app=t.app,
             memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
@@ -334,6 +337,7 @@ def tenant_of(host: str, c: Any) -> Tenant:
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=str(attrs["Config"].get("Image", "?")),
+        database=labels.get(names.LABEL_DATABASE),
         template=labels.get(names.LABEL_TEMPLATE),
         template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=published_port(attrs) if running else None,

@@ -136,7 +136,8 @@ def _warm(
     """What every tenant needs, once before the threads race for it: object storage and the
     image on the target host."""
     fleet.storage.for_fleet(start=True)
-    if options.db_url is None:
-        fleet.storage.for_tenants()
+    if options.db_url is None and not options.postgres:
+        fleet.storage.checked()
+        fleet.storage.sharing_warning()  # which keys tenants get, decided once
     if host is not None:
         fleet.hosting.ensure_image(host, options.image or fleet.settings.image, progress)

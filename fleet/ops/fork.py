@@ -75,7 +75,7 @@ def fork(
         raise InvalidArgument("a fork needs a new name", f"e.g. `fleet fork {src} {src}-try`")
     stamp = parse_timestamp(at) if at else None
     t0 = time.monotonic()
-    s3 = fleet.storage.for_fleet(start=True)
+    s3 = fleet.storage.checked()
     _refuse_existing(fleet, new, backup_state(s3, new).objects)
     source = find_or_none(fleet, src)
     if backup_state(s3, src).txid == 0:

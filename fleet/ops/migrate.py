@@ -30,6 +30,7 @@ from fleet.core.log import log
 from fleet.storage.backups import backup_state
 from fleet.storage.final_sync import FinalSyncFailed
 from fleet.supervisor.litestream import max_txid, status_command
+from fleet.supervisor.s3 import S3Settings
 
 from .api import api, terminal
 from .holds import holding
@@ -79,10 +80,11 @@ def _migrate(
             f"host {to!r} already has a volume for {tenant!r} ({volume})",
             f"remove it there (`docker volume rm {volume}`) first",
         )
-    options = TenantOptions.of(fleet.hosting.spec_of(src))
+    spec = fleet.hosting.spec_of(src)
+    options = TenantOptions.of(spec)
 
     t0 = time.monotonic()
-    local, stop_s = _stop_synced(fleet, src)
+    local, stop_s = _stop_synced(fleet, src, spec.s3)
     replicated = _wait_replicated(fleet, src, local)
     fleet.hosting.remove(src)  # the volume stays: it is the way back
     try:
@@ -97,9 +99,10 @@ def _migrate(
     return MigrateResult(new, src.host, local, replicated, compared, stop_s, downtime_s)
 
 
-def _stop_synced(fleet: Fleet, src: Tenant) -> tuple[int, float]:
+def _stop_synced(fleet: Fleet, src: Tenant, s3: S3Settings | None) -> tuple[int, float]:
     """Stop the source (final sync checked) and read its local txid; (txid, seconds the stop
-    took). On failure it is started again there."""
+    took). On failure it is started again there. ``s3``: what the source was created with
+    (its own key: a new one would revoke it, and the source may have to start again)."""
     log.info("stopping source", tenant=src.name, host=src.host)
     t0 = time.monotonic()
     try:
@@ -112,7 +115,7 @@ def _stop_synced(fleet: Fleet, src: Tenant) -> tuple[int, float]:
             f"`fleet logs {src.name}` shows why",
         ) from None
     stop_s = time.monotonic() - t0
-    job = OneOff(src.name, src.image, fleet.storage.for_tenants(), status_command())
+    job = OneOff(src.name, src.image, s3 or fleet.storage.for_tenant(src.name), status_command())
     local = max_txid(fleet.hosting.run_oneoff(src.host, job), "local_txid")
     if local is None:
         fleet.hosting.start(src)

@@ -175,7 +175,9 @@ def _check_stopped_volume(fleet: Fleet, t: Tenant) -> float | None:
     its volume; returns the earliest durable deadline recorded in the volume."""
     if t.backend != names.BACKEND_SQLITE:
         return None
-    job = OneOff(t.name, t.image, fleet.storage.for_tenants(), status_command())
+    # The key its container holds: a new one would revoke it, and _resume may start it again.
+    held = fleet.hosting.spec_of(t).s3 or fleet.storage.for_tenant(t.name)
+    job = OneOff(t.name, t.image, held, status_command())
     local = max_txid(fleet.hosting.run_oneoff(t.host, job), "local_txid") or 0
     replicated = backup_state(fleet.storage.for_fleet(), t.name).txid
     if replicated < local:

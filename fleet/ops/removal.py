@@ -9,8 +9,9 @@ from typing import Protocol
 
 from fleet.core import names
 from fleet.core.context import Fleet
-from fleet.core.errors import FleetError, InvalidArgument, TenantNotFound, translate
-from fleet.storage import fence, manifests
+from fleet.core.errors import ConfigError, FleetError, InvalidArgument, TenantNotFound, translate
+from fleet.core.hosting import Tenant
+from fleet.storage import databases, fence, manifests
 from fleet.storage.backups import purge as purge_backup
 
 from .park import clear, parked, parked_record
@@ -24,6 +25,8 @@ class RmResult:
     container: bool
     volume: bool
     purged: int | None  # backup objects deleted (None: not asked)
+    key: bool = False  # its own object-store key was deleted
+    database: bool = False  # its own PostgreSQL role and database were dropped
 
 
 class Reporter(Protocol):
@@ -44,10 +47,12 @@ class Removal:
 
 
 def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
-    """Remove the container and the volume; with ``purge`` also the backup and the lease."""
+    """Remove the container and the volume; with ``purge`` also the backup, the lease, the
+    tenant's own object-store key and its own PostgreSQL role and database."""
     names.check_tenant(tenant)
     s3 = fleet.storage.for_fleet() if purge else None  # fail before deleting anything
     t = find_or_none(fleet, tenant)
+    pg_admin = _pg_admin(fleet, t) if purge else None
     hosts = [t.host] if t else fleet.hosting.host_names()
     if t is not None:
         if t.running and not purge:
@@ -57,14 +62,32 @@ def rm(fleet: Fleet, tenant: str, *, purge: bool = False) -> RmResult:
         fleet.hosting.remove(t)
     removed_volume = [fleet.hosting.remove_volume(tenant, h) for h in hosts]
     was_parked = t is None and _forget_parked(fleet, tenant)
-    purged = None
+    purged, key, database = None, False, False
     if s3 is not None:
         purged = purge_backup(s3, tenant)
         fence.forget(s3, tenant)  # the lease object goes with the backup
         forget_drills(s3, tenant)  # and what restore drills said of it
-    if not (t or any(removed_volume) or purged or was_parked):
+        key = fleet.storage.forget_tenant(tenant)
+    if pg_admin is not None:
+        database = databases.drop(pg_admin, tenant)
+    if not (t or any(removed_volume) or purged or key or database or was_parked):
         raise TenantNotFound(tenant)
-    return RmResult(tenant, t is not None, any(removed_volume), purged)
+    return RmResult(tenant, t is not None, any(removed_volume), purged, key, database)
+
+
+def _pg_admin(fleet: Fleet, t: Tenant | None) -> str | None:
+    """FLEET_PG_ADMIN_URL, to drop the tenant's own role and database (if it has them);
+    ConfigError, before anything is deleted, for a tenant that has them when it is unset."""
+    admin = fleet.settings.pg_admin_url
+    if admin is None:
+        if t is not None and t.database:
+            raise ConfigError(
+                f"tenant {t.name!r} has a PostgreSQL database of its own ({t.database}): "
+                "dropping it needs FLEET_PG_ADMIN_URL",
+                "set it, or `fleet rm` without --purge to keep the database",
+            )
+        return None
+    return admin.get_secret_value()
 
 
 def _forget_parked(fleet: Fleet, tenant: str) -> bool:

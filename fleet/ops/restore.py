@@ -78,7 +78,7 @@ def restore(
     target = fleet.hosting.place(host)
     stale = fleet.hosting.tenants(name=tenant)
     _refuse_live_copies(stale, tenant, target, force_takeover)
-    s3 = fleet.storage.for_fleet(start=True)
+    s3 = fleet.storage.checked()
     if backup_state(s3, tenant).txid == 0:
         raise BackupNotFound(tenant, s3.bucket)
     image = fleet.settings.image
@@ -182,8 +182,14 @@ def restore_volume(
     if stamp:
         argv += ["-timestamp", stamp]
     argv.append(names.DB_PATH)
-    job = OneOff(tenant, image, fleet.storage.for_tenants(), argv, replica=backup_of)
-    return restored_txid(fleet.hosting.run_oneoff(host, job))
+    if backup_of is None:
+        # The tenant's own key (read is all it needs here); the container made next gets it too.
+        job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
+        return restored_txid(fleet.hosting.run_oneoff(host, job))
+    # Another tenant's backup: a key that only reads it, deleted once the job is done.
+    with fleet.storage.reader_of(backup_of) as reader:
+        job = OneOff(tenant, image, reader, argv, replica=backup_of)
+        return restored_txid(fleet.hosting.run_oneoff(host, job))
 
 
 def _remove_stale(fleet: Fleet, stale: list[Tenant]) -> list[str]:

@@ -97,6 +97,7 @@ class TenantStatus:
             "health": t.health,
             "url": t.url,
             "backend": t.backend,
+            "database": t.database,
             "app": t.app,
             "image": t.image,
             "template": t.template,

@@ -18,12 +18,19 @@ from typing import Any
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.durations import parse_duration
-from fleet.core.errors import FleetError, FleetTimeout, InvalidArgument, TenantNotFound
+from fleet.core.errors import (
+    ConfigError,
+    FleetError,
+    FleetTimeout,
+    InvalidArgument,
+    TenantNotFound,
+)
 from fleet.core.hosting import Tenant, TenantSpec, Transfer, TransferProgress
 from fleet.core.log import log
 from fleet.core.templates import parse_ref
 from fleet.engine.egress import parse_egress
-from fleet.storage import fence
+from fleet.storage import databases, fence
+from fleet.storage.credentials import accepted
 from fleet.storage.final_sync import check_final_sync
 
 from . import postgres
@@ -44,6 +51,8 @@ class TenantOptions:
     cpus: float = names.DEFAULT_CPUS
     env: dict[str, str] = field(default_factory=dict)
     db_url: str | None = None  # PostgreSQL instead of SQLite + Litestream
+    postgres: bool = False  # PostgreSQL: a role and database of its own on FLEET_PG_ADMIN_URL
+    database: str | None = None  # the one made by --postgres, when the tenant is made again
     db_password: str | None = field(default=None, repr=False)  # when db_url holds none
     token: str | None = None  # a moved tenant keeps its API token
     idle_park: str | None = None  # e.g. "10m": the gateway parks it after that long idle
@@ -58,6 +67,8 @@ class TenantOptions:
                 parse_duration(duration)
         if self.db_url is not None:
             postgres.check_url(self.db_url)
+            if self.postgres:
+                raise InvalidArgument("give --postgres or --db-url, not both")
         if self.cpus <= 0:
             raise InvalidArgument(f"--cpus must be positive, got {self.cpus:g}")
         if self.template is not None and self.image is not None:
@@ -77,6 +88,7 @@ class TenantOptions:
             template=f"{spec.template}:{spec.template_version}" if spec.template else None,
             db_url=spec.db_url,
             db_password=spec.db_password,
+            database=spec.labels.get(names.LABEL_DATABASE),
             idle_park=spec.labels.get(names.LABEL_IDLE_PARK),
             egress=spec.egress,
         )
@@ -87,6 +99,7 @@ class UpResult:
     tenant: Tenant
     action: str  # created | started | running
     note: str | None = None  # for the user, e.g. how --db-url was rewritten
+    warning: str | None = None  # e.g. tenants share the fleet's object-store key
 
 
 # -- lookups
@@ -182,14 +195,29 @@ def start(
         return UpResult(t, "running")
     _refuse_changes(t, given or TenantOptions())
     if t.backend == names.BACKEND_SQLITE:
-        s3 = fleet.storage.for_fleet(start=True)
+        s3 = fleet.storage.checked()
         if force_takeover:
             fence.take_over(s3, t.name, container_id=t.id)
         else:
             fence.refuse_if_leased(s3, t.name, container_id=t.id)
+        spec = fleet.hosting.spec_of(t)
+        if spec.s3 is not None and not accepted(s3, spec.s3, t.name):
+            return _recreate(fleet, t, spec)
     log.info("starting stopped tenant", tenant=t.name, host=t.host)
     fleet.hosting.start(t)
-    return UpResult(wait_healthy(fleet, t), "started")
+    sqlite = t.backend == names.BACKEND_SQLITE
+    warning = fleet.storage.sharing_warning() if sqlite else None
+    return UpResult(wait_healthy(fleet, t), "started", warning=warning)
+
+
+def _recreate(fleet: Fleet, t: Tenant, spec: TenantSpec) -> UpResult:
+    """The store refuses the key this stopped container holds (a newer container of the
+    tenant got a new one, or the embedded store was made anew): make the container again on
+    its volume, with its settings and token and a key that works."""
+    log.warning("its object-store key is refused: recreating its container", tenant=t.name)
+    fleet.hosting.remove(t)
+    made = create(fleet, t.name, TenantOptions.of(spec), host=t.host)
+    return UpResult(made.tenant, "started", made.note, made.warning)
 
 
 def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
@@ -200,6 +228,7 @@ def _refuse_changes(t: Tenant, given: TenantOptions) -> None:
             ("--image", given.template is None and given.image not in (None, t.image)),
             ("--app", given.app is not None and given.app != t.app),
             ("--db-url", given.db_url is not None),
+            ("--postgres", given.postgres and t.database is None),
             ("--env", bool(given.env)),
             ("--label", bool(given.labels) and given.labels != t.labels),
             ("--ttl", given.ttl is not None),
@@ -240,16 +269,26 @@ def create(
     image is copied there first when missing. A SQLite tenant whose lease is live elsewhere
     is refused (TenantLeased) unless ``force_takeover`` revokes it (the old holder stops
     replicating). ``options.db_url``: the tenant runs on that PostgreSQL database instead of
-    SQLite + Litestream (see postgres.py for how a loopback URL reaches the container)."""
+    SQLite + Litestream (see postgres.py for how a loopback URL reaches the container);
+    ``options.postgres``: on a role and database of its own (fleet/storage/databases.py)."""
+    if options.postgres:
+        names.pg_tenant_name(tenant)  # short enough for PostgreSQL
+        if fleet.settings.pg_admin_url is None:
+            raise ConfigError(
+                "--postgres needs FLEET_PG_ADMIN_URL",
+                "set it to a postgresql:// DSN of a role with CREATEROLE and CREATEDB",
+            )
     target = fleet.hosting.place(host)
     image = options.image or fleet.settings.image
-    if options.db_url is None:
+    sqlite = options.db_url is None and not options.postgres
+    if sqlite:
         claim_and_copy(fleet, tenant, target, image, force_takeover, progress)
     else:
         fleet.hosting.ensure_image(target, image, progress)
     spec, note = _spec(fleet, tenant, options, target, image)
     created = fleet.hosting.create(spec, target)
-    return UpResult(wait_healthy(fleet, created), "created", note)
+    warning = fleet.storage.sharing_warning() if sqlite else None
+    return UpResult(wait_healthy(fleet, created), "created", note, warning)
 
 
 def claim_and_copy(
@@ -263,7 +302,7 @@ def claim_and_copy(
     """Get the image onto ``target`` under the one-writer rule: a live lease elsewhere is
     refused before anything is copied, or (``force_takeover``) revoked only once the image
     is there, so the old holder stops as late as possible."""
-    s3 = fleet.storage.for_fleet(start=True)
+    s3 = fleet.storage.checked()
     if not force_takeover:
         fence.refuse_if_leased(s3, tenant)
     transfer = fleet.hosting.ensure_image(target, image, progress)
@@ -277,9 +316,10 @@ def _spec(
 ) -> tuple[TenantSpec, str | None]:
     """The tenant's spec, and a note for the user (how --db-url was rewritten)."""
     app = options.app or names.DEFAULT_APP
+    postgres_backend = options.db_url is not None or options.postgres
     labels = {
         names.LABEL_APP: app,
-        names.LABEL_BACKEND: names.BACKEND_POSTGRES if options.db_url else names.BACKEND_SQLITE,
+        names.LABEL_BACKEND: names.BACKEND_POSTGRES if postgres_backend else names.BACKEND_SQLITE,
         **names.engine_labels(options.labels),
     }
     if options.ttl is not None:
@@ -288,17 +328,9 @@ def _spec(
         labels[names.LABEL_EXPIRES] = str(int(expires))
     if options.idle_park is not None:
         labels[names.LABEL_IDLE_PARK] = options.idle_park
-    note: str | None = None
-    where: dict[str, Any]  # where its state lives
-    if options.db_url is None:
-        where = {"s3": fleet.storage.for_tenants()}
-    else:
-        gateway = fleet.hosting.gateway(host)
-        dsn = postgres.for_tenant(options.db_url, gateway)
-        if dsn.host == gateway:
-            postgres.check_listening(dsn, options.db_url)
-        password = dsn.password if dsn.password is not None else options.db_password
-        where, note = {"db_url": dsn.url, "db_password": password}, dsn.note
+    if options.postgres or options.database:
+        labels[names.LABEL_DATABASE] = options.database or names.pg_tenant_name(tenant)
+    where, note = _state(fleet, tenant, options, host)
     spec = TenantSpec(
         tenant=tenant,
         image=image,
@@ -316,6 +348,28 @@ def _spec(
         name, version = parse_ref(options.template)
         spec = replace(spec, template=name, template_version=version)
     return spec, note
+
+
+def _state(
+    fleet: Fleet, tenant: str, options: TenantOptions, host: str
+) -> tuple[dict[str, Any], str | None]:
+    """Where the tenant's state lives, as TenantSpec fields, and a note for the user: object
+    storage with the key the tenant holds, or a PostgreSQL database (its own with
+    ``options.postgres``, made now; else the user's --db-url)."""
+    db_url = options.db_url
+    if options.postgres:
+        admin = fleet.settings.pg_admin_url
+        assert admin is not None  # create() checked
+        db_url = databases.provision(admin.get_secret_value(), tenant)
+    if db_url is None:
+        return {"s3": fleet.storage.for_tenant(tenant)}, None
+    gateway = fleet.hosting.gateway(host)
+    dsn = postgres.for_tenant(db_url, gateway)
+    if dsn.host == gateway:
+        postgres.check_listening(dsn, db_url)
+    password = dsn.password if dsn.password is not None else options.db_password
+    # The note explains a rewritten --db-url; FLEET_PG_ADMIN_URL's is rewritten silently.
+    return {"db_url": dsn.url, "db_password": password}, dsn.note if options.db_url else None
 
 
 def wait_healthy(fleet: Fleet, t: Tenant) -> Tenant:

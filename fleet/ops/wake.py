@@ -5,8 +5,9 @@ The manifest's state goes ``parked`` -> ``waking`` with a conditional write firs
 wakers (the gateway, a `fleet run`) one creates the tenant, the other waits for it to
 answer. The tenant is created from the recorded spec as it was (labels, limits, app,
 token, environment, whatever fields the spec has), with object storage as this fleet
-reaches it now; its supervisor restores the database from the backup. On failure the
-half-made container is removed and the manifest says ``parked`` again.
+reaches it now and a new key of the tenant's own (FLEET_S3_CREDENTIALS=iam: the one the
+manifest recorded stops working); its supervisor restores the database from the backup.
+On failure the half-made container is removed and the manifest says ``parked`` again.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from typing import Any
 from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, FleetTimeout, TenantNotFound
-from fleet.core.hosting import Tenant, TenantSpec, TransferProgress
+from fleet.core.hosting import Tenant, TransferProgress
 from fleet.core.log import log
 from fleet.core.spec_json import spec_from_json
 from fleet.storage import manifests
-from fleet.supervisor.s3 import S3Settings
 
 from .park import PARK_KEY, clear, parked_record
 from .tenants import claim_and_copy, find_or_none, start, wait_healthy
@@ -121,22 +121,12 @@ def _create(
     target = fleet.hosting.place(host)
     if recorded.db_url is None:
         claim_and_copy(fleet, tenant, target, recorded.image, False, progress)
-        spec = dataclasses.replace(recorded, host=target, s3=_s3_for(fleet, recorded))
+        # A new container gets a new key of its own (the recorded one stops working).
+        spec = dataclasses.replace(recorded, host=target, s3=fleet.storage.for_tenant(tenant))
     else:
         fleet.hosting.ensure_image(target, recorded.image, progress)
         spec = dataclasses.replace(recorded, host=target)
     return wait_healthy(fleet, fleet.hosting.create(spec, target))
-
-
-def _s3_for(fleet: Fleet, spec: TenantSpec) -> S3Settings:
-    """Object storage as tenants reach it now; a tenant's own key (not the fleet's) is kept."""
-    fresh = fleet.storage.for_tenants()
-    own = spec.s3
-    if own is None or own.access_key_id == fresh.access_key_id:
-        return fresh
-    return S3Settings(
-        fresh.endpoint, fresh.bucket, fresh.region, own.access_key_id, own.secret_access_key
-    )
 
 
 def _await_running(fleet: Fleet, tenant: str, timeout: float) -> Tenant:

@@ -1,8 +1,6 @@
-"""The one S3 client factory of the host side (boto3), for the one S3 settings type
-(fleet.supervisor.s3.S3Settings, which the tenant container uses too).
-
-Per-tenant credentials (an IAM user or role scoped to tenants/<t>/ and leases/<t>.json)
-belong beside it: the fleet's own settings stay the key to the whole bucket.
+"""The boto3 client factory of the host side, for the one S3 settings type
+(fleet.supervisor.s3.S3Settings, which the tenant container uses too): S3, and the IAM API
+that per-tenant keys are made with (fleet/storage/credentials.py).
 """
 
 from __future__ import annotations
@@ -12,11 +10,23 @@ from typing import Any
 
 from fleet.supervisor.s3 import S3Settings
 
-__all__ = ["S3Settings", "client", "shared_client"]
+__all__ = ["S3Settings", "client", "iam_client", "shared_client"]
 
 
 def client(s3: S3Settings, *, connect_timeout: float = 5, read_timeout: float = 30) -> Any:
     """boto3 S3 client for ``s3``, independent of the caller's AWS_* environment."""
+    return _client("s3", s3, s3.endpoint, connect_timeout, read_timeout)
+
+
+def iam_client(s3: S3Settings, endpoint: str | None) -> Any:
+    """boto3 IAM client with ``s3``'s key: at ``endpoint`` (moto serves IAM beside S3), or
+    AWS IAM's own endpoint when None."""
+    return _client("iam", s3, endpoint, 5, 30)
+
+
+def _client(
+    service: str, s3: S3Settings, endpoint: str | None, connect_timeout: float, read_timeout: float
+) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -26,8 +36,8 @@ def client(s3: S3Settings, *, connect_timeout: float = 5, read_timeout: float = 
         region_name=s3.region,
     )
     return session.client(
-        "s3",
-        endpoint_url=s3.endpoint,
+        service,
+        endpoint_url=endpoint,
         # verify=True wins over AWS_CA_BUNDLE; proxies={} ignores proxy variables.
         verify=True,
         config=Config(

@@ -39,7 +39,7 @@ import socket
 import sys
 import time
 
-from . import exits
+from . import conditional, exits
 from .children import AppLink, Replicator
 from .layout import (
     ENV_HOST,
@@ -48,6 +48,7 @@ from .layout import (
     ENV_LEASE_WAIT,
     ENV_TENANT,
     LITESTREAM_ATTACH_S,
+    conditional_check_key,
 )
 from .lease import (
     RENEW_S,
@@ -175,6 +176,9 @@ class Keeper:
         self._report_restarts()
         if give_up is not None:
             return self._finish_down(give_up)
+        unsafe = self._check_store()
+        if unsafe is not None:  # retrying cannot help: stay down, saying why
+            return self._finish_down(f"not starting: {unsafe}")
         held = self._acquire()
         if held is None:
             return self._finish()
@@ -190,6 +194,19 @@ class Keeper:
             if self._done():
                 return self._finish()
             self._wait(self._timeout())
+
+    def _check_store(self) -> str | None:
+        """Why the store cannot hold the lease (it ignores conditional writes), or None;
+        retries while it does not answer, up to ``wait_s``."""
+        deadline = time.monotonic() + self.wait_s
+        while self.requested is None:
+            try:
+                return conditional.problem(self.s3, conditional_check_key(self.tenant))
+            except S3Failure as exc:
+                if time.monotonic() >= deadline:
+                    return f"cannot check the object store: {exc}"
+                self._wait(RETRY_S)
+        return None
 
     def _acquire(self) -> Held | None:
         """The lease, or None (asked to stop, or live elsewhere: ``down_why`` set)."""

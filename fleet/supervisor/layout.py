@@ -107,3 +107,10 @@ def backup_prefix(tenant: str) -> str:
 
 def lease_key(tenant: str) -> str:
     return f"{LEASE_PREFIX}{tenant}.json"
+
+
+def conditional_check_key(tenant: str) -> str:
+    """A scratch object the keeper checks conditional writes on: inside the tenant's replica
+    prefix, the only place its key may write besides the lease, and outside Litestream's
+    level directories (``tenants/<t>/NNNN/``), which is all Litestream reads."""
+    return f"{backup_prefix(tenant)}conditional-write-check"
