@@ -1,5 +1,6 @@
 """`fleet doctor` against the real engine and the embedded store: all pass on a working set-up;
-a missing bucket or image fails its line with a hint, exit 1, and the other checks still run."""
+a missing bucket or image fails its line with a hint, exit 1, and the other checks still run;
+with FLEET_S3_CREDENTIALS=iam, a per-tenant key is made and removed (the store's IAM API)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def test_doctor_passes_on_a_working_set_up(tenant_image: str, object_store: Any)
         assert checks[name]["status"] == "ok", checks[name]
     assert checks["clock"]["status"] in ("ok", "warn")
     assert " s from the store" in checks["clock"]["detail"]
+    assert "tenant credentials" not in checks  # only asked for FLEET_S3_CREDENTIALS=iam
+    code, checks = _doctor(
+        FLEET_IMAGE=tenant_image, FLEET_S3_BUCKET=TEST_BUCKET, FLEET_S3_CREDENTIALS="iam"
+    )
+    assert code == 0 and checks["tenant credentials"]["status"] == "ok", checks
     # The human form: one line per check.
     r = fleet("doctor", env={"FLEET_CONFIG": "", "FLEET_IMAGE": tenant_image,
                              "FLEET_S3_BUCKET": TEST_BUCKET})  # fmt: skip

@@ -53,6 +53,10 @@ class ObjectStorage(Protocol):
         """One line when tenants hold the fleet's own key, else None."""
         ...
 
+    def iam_endpoint(self) -> str | None:
+        """Where per-tenant keys are made (None: AWS IAM's own endpoint)."""
+        ...
+
     def up(self) -> str:
         """`fleet s3 up`: start the embedded store; what happened, in one line."""
         ...

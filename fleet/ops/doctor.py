@@ -17,7 +17,9 @@ from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
 from fleet.engine.engine_facts import EngineFacts, engine_facts
 from fleet.engine.hosts import Host
+from fleet.storage.preflight import check_tenant_credentials
 from fleet.storage.store_checks import store_facts
+from fleet.supervisor.s3 import S3Settings
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CLOCK_WARN_S = 1.0  # the lease tolerates small offsets; above this, say so
@@ -113,7 +115,18 @@ def _store_checks(fleet: Fleet) -> list[Check]:
         checks.append(Check("bucket", OK, s3.bucket))
         checks.append(_conditional(facts.conditional_writes))
     checks.append(_clock(facts.clock_offset_s))
+    if fleet.settings.s3_credentials == "iam":
+        checks.append(_tenant_credentials(s3, fleet.storage.iam_endpoint()))
     return checks
+
+
+def _tenant_credentials(s3: S3Settings, iam_endpoint: str | None) -> Check:
+    """FLEET_S3_CREDENTIALS=iam: a tenant's user, policy and key can be made (and removed)."""
+    try:
+        check_tenant_credentials(s3, iam_endpoint)
+    except FleetError as exc:
+        return Check("tenant credentials", FAIL, exc.message, exc.hint or "")
+    return Check("tenant credentials", OK, "a per-tenant key can be made (IAM)")
 
 
 def _conditional(honoured: bool | None) -> Check:
