@@ -129,7 +129,10 @@ def _task_template(spec: TenantSpec, where: Placement, labels: Mapping[str, str]
             "User": names.CONTAINER_USER,
             "ReadOnly": True,
             "Init": False,  # the supervisor is PID 1: it reaps what agent code forks
-            "StopSignal": "SIGTERM",
+            # Swarm stops a task only when the service no longer wants it there (fleet down,
+            # park, migrate, a node drained): that is the supervisor's "down" (final sync,
+            # exit 0), not an engine shutting down; Swarm's own restart policy is "any".
+            "StopSignal": names.DOWN_SIGNAL,
             "StopGracePeriod": names.STOP_TIMEOUT_S * _NS,
             "CapabilityDrop": ["ALL"],
             "CapabilityAdd": list(names.CONTAINER_CAPS),
