@@ -46,7 +46,8 @@ def test_doctor_passes_on_a_working_set_up(tenant_image: str, object_store: Any)
     assert code == 0 and checks["tenant credentials"]["status"] == "ok", checks
     # The human form: one line per check.
     r = fleet("doctor", env={"FLEET_CONFIG": "", "FLEET_IMAGE": tenant_image,
-                             "FLEET_S3_BUCKET": TEST_BUCKET})  # fmt: skip
+                             "FLEET_S3_BUCKET": TEST_BUCKET,
+                             "FLEET_S3_CREDENTIALS": "iam"})  # fmt: skip
     assert r.code == 0 and len(r.out.strip().splitlines()) == len(checks)
 
 
