@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fleet.core.durations import format_duration
 from fleet.core.errors import FleetError
+from fleet.core.sizes import format_size
 from fleet.ops.bulk import Outcome
 from fleet.ops.inspect import Report
 from fleet.ops.park import ParkResult
@@ -114,7 +115,7 @@ def tenants(rows: list[TenantStatus]) -> None:
             t.template_spec or "-",
             format_duration(now - t.created_at),
             _ttl(t.expires_at, now),
-            _bytes(s.db_bytes) if t.backend == "sqlite" else t.backend,
+            format_size(s.db_bytes) if t.backend == "sqlite" else t.backend,
             _replication(s, now),
             _verified(s.verified, now),
             ",".join(f"{k}={v}" for k, v in sorted(t.labels.items())) or "-",
@@ -175,17 +176,6 @@ def _verified(rec: dict[str, Any] | None, now: float) -> str:
         return "-"
     verdict = "passed" if rec.get("passed") else "FAILED"
     return f"{verdict} {format_duration(now - float(rec.get('at') or 0))} ago"
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{n}B"
 
 
 def run(run: dict[str, Any]) -> None:

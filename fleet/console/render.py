@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import jinja2
 
+from fleet.core.sizes import format_size
+
 if TYPE_CHECKING:
     from .timeline import Timeline
 
@@ -124,14 +126,7 @@ def seconds(value: float | None) -> str:
 
 
 def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
+    return format_size(n, " ")
 
 
 def segment(text: str) -> str:
