@@ -89,7 +89,11 @@ def test_executing_counts_running_steps_not_sleeping_or_waiting_runs(client: Tes
     t0 = time.time()
     client.post("/v1/runs", json={"workflow": "nap", "input": {"seconds": 300}}, headers=AUTH)
     client.post("/v1/runs", json={"workflow": "ask", "input": {"timeout": 120}}, headers=AUTH)
-    a = wait_for(client, lambda a: a["next_wake_at"] is not None and a["executing"] == 0)
+    # Both started (pending 0): until "ask" waits, only the nap's wake time is known.
+    a = wait_for(
+        client,
+        lambda a: a["next_wake_at"] is not None and a["executing"] == 0 and a["pending"] == 0,
+    )
     wake = float(a["next_wake_at"])  # type: ignore[arg-type]
     assert t0 + 119 <= wake <= time.time() + 121  # the signal timeout comes first
     client.post("/v1/runs", json={"workflow": "busy", "id": "b1"}, headers=AUTH)
