@@ -48,13 +48,23 @@ def _stop(pidfile: Path, timeout: float = 20.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited. The dockerd started here is this process's child: once
+    it exits it stays a zombie (``kill(pid, 0)`` still succeeds) until reaped, so reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(ChildProcessError):  # not our child: only kill() can tell
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    return False
 
 
 class SecondEngine:
