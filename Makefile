@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
 
-.PHONY: setup engine images postgres browser test test-fast demo demo-runtime bench lint typecheck check clean dist
+.PHONY: setup engine images postgres browser test test-fast demo demo-runtime bench chaos lint typecheck check clean dist
 
 # .venv with the project in editable mode and its dev dependencies.
 setup: $(VENV)/.stamp-setup
@@ -51,6 +51,13 @@ bench: setup engine images postgres
 	LITEFLEET_BENCH_PG="$$(bash images/postgres.sh url)" $(BIN)/python bench/runtime_bench.py
 	LITEFLEET_BENCH_PG="$$(bash images/postgres.sh url)" $(BIN)/python bench/pydantic_ai_bench.py
 	$(BIN)/python bench/responsiveness_bench.py
+
+# Faults against tenants under a steady load of runs and what each costs (bench/chaos.py):
+# store partition, kill -9 of each process kind, docker kill, full volume, engine restart on
+# an engine of its own. Root, ~10 min; not part of `make test`. Exits 1 if an acknowledged
+# run is lost. CHAOS_ARGS=--long-partition adds a 5-minute partition (~16 min in all).
+chaos: setup engine images
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 lint: setup
 	$(BIN)/ruff check agent_runtime fleet tests bench images
