@@ -3,7 +3,8 @@
     python bench/chaos.py [--tenants 3] [--long-partition] [--only FAULT,...] [--json PATH]
 
 A few tenants (the tenant image, created exactly as the fleet creates them) each get a new
-run every 0.5 s (3 steps with durable pauses, bench/_chaos_app.py). Faults, one after another,
+run every 0.5 s (3 steps of 0.3 s of work each with a durable pause of 0.2 s between them,
+bench/_chaos_app.py). Faults, one after another,
 each followed by its recovery and a few quiet seconds:
 
 - ``partition-60s`` (and ``partition-300s`` with ``--long-partition``): every packet from the
@@ -144,6 +145,7 @@ class Outcome:
     hit: list[str] = field(default_factory=list)  # tenant names
     requests: int = 0
     failed: int = 0
+    first_failure_s: float | None = None  # from the fault's start to the first request failed
     failures: dict[str, int] = field(default_factory=dict)  # status or error -> count
     recover_s: float | None = None  # None: not recovered within RECOVER_TIMEOUT_S
     runs_lost: int = 0
@@ -172,6 +174,7 @@ class Bench:
         self.outcomes: list[Outcome] = []
         self.acked = 0  # runs acknowledged, all tenants
         self.steps_twice_total = 0  # from every tenant's whole log, faults or not
+        self.recorded_twice = 0  # step completions in the histories more than once: must be 0
 
     def fault(self, name: str, hit: list[Load], act: Act) -> Outcome:
         """Run ``act``, wait until every tenant hit accepts runs again, and account for it."""
@@ -190,6 +193,9 @@ class Bench:
                 if not a.ok:
                     out.failed += 1
                     out.failures[a.what] = out.failures.get(a.what, 0) + 1
+                    first = round(a.at - started, 1)
+                    if out.first_failure_s is None or first < out.first_failure_s:
+                        out.first_failure_s = first
             out.steps_twice += twice(executions(load.tenant)) - dup_before
         if recovered is None:
             out.note = f"{note}; NOT RECOVERED within {RECOVER_TIMEOUT_S:g} s".lstrip("; ")
@@ -356,6 +362,18 @@ def unfinished(load: Load) -> set[str]:
     return pending
 
 
+def recorded_twice(load: Load) -> int:
+    """Steps of acknowledged runs whose completion the history holds more than once (a step
+    that ran twice because it was in flight at a crash is recorded once: this must be 0)."""
+    extra = 0
+    with load.tenant.http() as http:
+        for run_id in load.acked:
+            events = http.get(f"/v1/runs/{run_id}/events").raise_for_status().json()["events"]
+            done = [e["position"] for e in events if e["kind"] == "step_completed"]
+            extra += len(done) - len(set(done))
+    return extra
+
+
 def not_replicated(load: Load, store: OwnStore, workdir: Path) -> set[str]:
     """Acknowledged runs missing (or not completed) in a plain restore of the replica."""
     acked, have = set(load.acked), set[str]()
@@ -397,6 +415,7 @@ def settle(bench: Bench, loads: list[Load], store: OwnStore, workdir: Path) -> i
         unexplained += charge_losses(bench, load, lost)
         bench.acked += len(load.acked)
         bench.steps_twice_total += twice(executions(load.tenant))
+        bench.recorded_twice += recorded_twice(load)
     return unexplained
 
 
@@ -452,15 +471,16 @@ def on_second_engine(bench: Bench, store: OwnStore, workdir: Path) -> int:
 
 def report(bench: Bench, seconds: float) -> None:
     print()
-    print(f"{'fault':<15} {'hit':>3} {'requests failed':>15} {'recover s':>9} "
-          f"{'runs lost':>9} {'steps twice':>11}  failures; note")  # fmt: skip
+    print(f"{'fault':<15} {'hit':>3} {'requests failed':>15} {'1st fail s':>10} "
+          f"{'recover s':>9} {'runs lost':>9} {'steps twice':>11}  failures; note")  # fmt: skip
     for o in bench.outcomes:
         failed = f"{o.failed}/{o.requests}"
         why = ", ".join(f"{k} x{v}" for k, v in sorted(o.failures.items())) or "-"
-        print(f"{o.fault:<15} {o.tenants_hit:>3} {failed:>15} {o.recover_s!s:>9} "
+        first, recover = str(o.first_failure_s), str(o.recover_s)
+        print(f"{o.fault:<15} {o.tenants_hit:>3} {failed:>15} {first:>10} {recover:>9} "
               f"{o.runs_lost:>9} {o.steps_twice:>11}  {why}; {o.note}")  # fmt: skip
     print(f"\n{bench.acked} runs acknowledged in all, {bench.steps_twice_total} steps executed "
-          f"twice in all, {seconds:.0f} s")  # fmt: skip
+          f"twice in all, {bench.recorded_twice} recorded twice, {seconds:.0f} s")  # fmt: skip
 
 
 def arguments() -> argparse.Namespace:
@@ -498,14 +518,21 @@ def main() -> int:
         report(bench, time.time() - t0)
         if args.json:
             outcomes = [asdict(o) for o in bench.outcomes]
-            doc = {"machine": describe(workdir, HERE.parent), "outcomes": outcomes}
+            doc = {
+                "machine": describe(workdir, HERE.parent),
+                "outcomes": outcomes,
+                "acked": bench.acked,
+                "steps_twice_total": bench.steps_twice_total,
+                "recorded_twice": bench.recorded_twice,
+            }
             args.json.write_text(json.dumps(doc, indent=2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     lost = sum(o.runs_lost for o in bench.outcomes) + unexplained
     stuck = [o.fault for o in bench.outcomes if o.recover_s is None]
-    if lost or stuck:
-        print(f"chaos: {lost} acknowledged runs lost; not recovered: {stuck or 'none'}")
+    if lost or stuck or bench.recorded_twice:
+        print(f"chaos: {lost} acknowledged runs lost, {bench.recorded_twice} steps recorded "
+              f"twice; not recovered: {', '.join(stuck) or 'none'}")  # fmt: skip
         return 1
     return 0
 
