@@ -54,8 +54,8 @@ bench: setup engine images postgres
 
 # Faults against tenants under a steady load of runs and what each costs (bench/chaos.py):
 # store partition, kill -9 of each process kind, docker kill, full volume, engine restart on
-# an engine of its own. Root, ~10 min; not part of `make test`. Exits 1 if an acknowledged
-# run is lost. CHAOS_ARGS=--long-partition adds a 5-minute partition (~16 min in all).
+# an engine of its own. Root, ~4 min; not part of `make test`. Exits 1 if an acknowledged
+# run is lost. CHAOS_ARGS=--long-partition adds a 5-minute partition (~8 min in all).
 chaos: setup engine images
 	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 

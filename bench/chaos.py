@@ -27,7 +27,7 @@ Everything stays on this machine and off what others use: the object store is a 
 of its own (a host process on the tenants' bridge, never `litefleet-s3`), the engine restart
 happens on a second dockerd of its own (tests/second_engine.py), and only its own containers,
 volumes, firewall rule and engine are touched, all removed at the end (Ctrl-C included).
-Needs root, the built images (`make images`) and ~10 minutes (~16 with ``--long-partition``).
+Needs root, the built images (`make images`) and ~4 minutes (~8 with ``--long-partition``).
 """
 
 from __future__ import annotations
