@@ -151,7 +151,7 @@ def _wait_status(run: Fleet, tenant: str, run_id: str, status: str, timeout: flo
 
 
 def test_fork_at_a_time_between_two_runs(
-    run: Fleet, object_store: ObjectStore, docker_client: Any
+    run: Fleet, object_store: ObjectStore, docker_client: Any, tmp_path: Path
 ) -> None:
     src, new, latest = _name("fsrc"), _name("fnew"), _name("flat")
     case = _name("case")
@@ -212,6 +212,11 @@ def test_fork_at_a_time_between_two_runs(
 
     refused = run("fork", src, new)
     assert refused.code == 2 and "exists" in one_line_error(refused)
+    # A time before its first backup: one line saying so (exit 5), for fork and pull alike.
+    for argv in (["fork", src, _name("fold")], ["pull", src, "-o", str(tmp_path / "early.db")]):
+        before = run(*argv, "--at", "2020-01-01T00:00:00Z")
+        err = one_line_error(before)
+        assert before.code == 5 and f"no backup of {src!r} as of 2020-01-01T00:00:00Z" in err, err
     missing = run("fork", _name("nosuch"), _name("fx"))
     assert missing.code in (3, 5) and one_line_error(missing)
 
