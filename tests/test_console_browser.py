@@ -21,7 +21,7 @@ from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from tests.docker_fixtures import TEST_BUCKET
 
 from . import browser_support
-from .fleet_support import FLEET, Result, fleet, free_port
+from .fleet_support import FLEET, Result, cli_env, fleet, free_port
 
 pytestmark = pytest.mark.docker
 
@@ -31,12 +31,7 @@ HOSTILE = '<script>alert("pwned")</script><img src=x onerror="alert(1)">'
 
 @pytest.fixture
 def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-    }
+    return cli_env(tenant_image, TEST_BUCKET)
 
 
 @pytest.fixture

@@ -386,15 +386,9 @@ def fleet_env(tenant_image: str, object_store: Any) -> Iterator[dict[str, str]]:
     environment, as for the ``object_store`` fixture); tenants it saw are purged after."""
     from tests.docker_fixtures import TEST_BUCKET
 
-    from .fleet_support import fleet
+    from .fleet_support import cli_env, fleet
 
-    env = {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    env = cli_env(tenant_image, TEST_BUCKET)
     yield env
     listed = fleet("ls", "--json", env=env)
     for t in json.loads(listed.out) if listed.code == 0 else []:

@@ -28,7 +28,7 @@ from fleet.supervisor.s3 import S3Settings
 from tests.docker_fixtures import TEST_BUCKET
 from tests.test_fleet_docker import _ok
 
-from .fleet_support import FLEET, Result, fleet, one_line_error
+from .fleet_support import FLEET, Result, cli_env, fleet, one_line_error
 
 pytestmark = pytest.mark.docker
 
@@ -37,13 +37,7 @@ Fleet = Callable[..., Result]
 
 @pytest.fixture
 def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    return cli_env(tenant_image, TEST_BUCKET)
 
 
 @pytest.fixture
