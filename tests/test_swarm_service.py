@@ -175,3 +175,21 @@ def test_a_service_gives_back_the_spec_it_was_made_from() -> None:
     assert (back.template, back.template_version, back.token) == ("research", "3", TOKEN)
     assert back.s3 is None and back.db_url is None
     assert back.engine_labels().items() <= args["labels"].items()  # the same service again
+
+
+def test_a_service_reads_as_a_tenant_with_its_settings() -> None:
+    """`fleet ls` and the gateway read a Swarm tenant from its service: the TTL, the idle park
+    (what the gateway parks by) and the user labels come from the service's labels."""
+    from fleet.core import names
+    from fleet.engine.swarm_hosting import tenant_of
+
+    labels = {names.LABEL_TTL: "2h", names.LABEL_IDLE_PARK: "10m", "litefleet.label.team": "red"}
+    spec = TenantSpec(tenant="alice", image="litefleet/tenant:0.1.0", token=TOKEN, labels=labels)
+    args = service_args(spec, Placement("sha256:" + "a" * 64, "s", "s", 30007, None, KEY))
+    service = {
+        "Spec": {"Name": args["name"], "Labels": args["labels"], "Mode": args["mode"]},
+        "CreatedAt": "2026-11-29T06:00:00.5Z",
+    }
+    t = tenant_of(service, [], {}, {})
+    assert (t.name, t.ttl, t.idle_park, t.labels) == ("alice", "2h", "10m", {"team": "red"})
+    assert t.state == "restarting" and t.image == "litefleet/tenant:0.1.0"  # no task yet

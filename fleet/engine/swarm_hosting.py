@@ -502,6 +502,7 @@ def tenant_of(
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=labels.get(LABEL_IMAGE, "?"),
+        database=labels.get(names.LABEL_DATABASE),
         template=labels.get(names.LABEL_TEMPLATE),
         template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=int(labels[LABEL_PORT]) if state == "running" and LABEL_PORT in labels else None,
@@ -510,6 +511,7 @@ def tenant_of(
         id=str(
             ((task or {}).get("Status", {}).get("ContainerStatus") or {}).get("ContainerID", "")
         ),
+        idle_park=labels.get(names.LABEL_IDLE_PARK),  # the gateway parks it after that long idle
         handle=dict(service),
         address=place.address if place and place.address else "127.0.0.1",
     )
