@@ -22,6 +22,20 @@ class Result:
     err: str
 
 
+def cli_env(image: str, bucket: str = "litefleet-test", **more: str) -> dict[str, str]:
+    """The fleet CLI's settings in a Docker test: the image under test, the test bucket
+    (tests/docker_fixtures.TEST_BUCKET by default), a health timeout for a loaded machine, no
+    config file from the user's home, tables wide enough to read."""
+    return {
+        "FLEET_IMAGE": image,
+        "FLEET_S3_BUCKET": bucket,
+        "FLEET_HEALTH_TIMEOUT": "90",
+        "FLEET_CONFIG": "",
+        "COLUMNS": "250",
+        **more,
+    }
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     """Run `fleet ARGS` in this process through main() (the real error path)."""
     from fleet.cli.app import main

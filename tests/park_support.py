@@ -18,7 +18,7 @@ import pytest
 from fleet.storage.embedded import EmbeddedStore
 from fleet.storage.embedded import client as s3_client
 from tests.docker_fixtures import the_store
-from tests.fleet_support import FLEET, Result, fleet, free_port
+from tests.fleet_support import FLEET, Result, cli_env, fleet, free_port
 
 Fleet = Callable[..., Result]
 
@@ -39,13 +39,7 @@ def park_env(docker_client: Any, tenant_image: str) -> Iterator[dict[str, str]]:
     engine, which other test sessions share."""
     bucket = f"lf-park-{uuid.uuid4().hex[:10]}"
     store = the_store(docker_client, bucket)
-    env = {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": bucket,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    env = cli_env(tenant_image, bucket)
     yield env
     for t in tenants_in(store, bucket):
         fleet("rm", t, "--purge", "--yes", env=env)

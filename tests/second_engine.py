@@ -194,12 +194,8 @@ def two_hosts(second_engine: str, tenant_image: str, object_store: Any) -> dict[
     embedded store) and ``b`` (the second engine). Each test removes the tenants it made (by
     name): host ``a`` is shared with other test sessions, whose tenants are not ours."""
     from tests.docker_fixtures import TEST_BUCKET
+    from tests.fleet_support import cli_env
 
-    return {
-        "FLEET_HOSTS": f"a=unix:///var/run/docker.sock,b={second_engine}",
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    return cli_env(
+        tenant_image, TEST_BUCKET, FLEET_HOSTS=f"a=unix:///var/run/docker.sock,b={second_engine}"
+    )

@@ -21,7 +21,7 @@ from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from tests.docker_fixtures import TEST_BUCKET
 
 from . import browser_support
-from .fleet_support import FLEET, Result, fleet, free_port
+from .fleet_support import FLEET, Result, cli_env, fleet, free_port
 
 pytestmark = pytest.mark.docker
 
@@ -31,12 +31,7 @@ HOSTILE = '<script>alert("pwned")</script><img src=x onerror="alert(1)">'
 
 @pytest.fixture
 def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-    }
+    return cli_env(tenant_image, TEST_BUCKET)
 
 
 @pytest.fixture
@@ -112,6 +107,42 @@ def _shows(driver: Any, css: str, text: str, timeout: float = 30) -> None:
         raise AssertionError(f"{css} never read {text!r}; the page: {page}") from None
 
 
+def _reads(read: Callable[[], Any], want: Any, timeout: float = 30, what: str = "") -> None:
+    """Wait until ``read()`` returns ``want``. The page may be mid-navigation after a submit,
+    or the live update may have replaced an element (a stale reference): read again."""
+    from selenium.common.exceptions import WebDriverException
+
+    last: Any = None
+
+    def check() -> bool:
+        nonlocal last
+        try:
+            last = read()
+        except WebDriverException:
+            return False
+        return bool(last == want)
+
+    try:
+        _wait(check, timeout, what)
+    except AssertionError:
+        raise AssertionError(f"{what}: last read {last!r}, wanted {want!r}") from None
+
+
+def _click(driver: Any, css: str, timeout: float = 30) -> None:
+    """Click the element ``css``, looking it up again if the page replaced it meanwhile."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    def attempt() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+        except WebDriverException:
+            return False
+        return True
+
+    _wait(attempt, timeout, f"a click on {css}")
+
+
 def _runs(run: Fleet, tenant: str) -> dict[str, str]:
     return {r["id"]: r["status"] for r in json.loads(run("runs", tenant, "--json").out)}
 
@@ -138,17 +169,27 @@ def test_tenants_runs_and_a_signal_from_the_run_page(run: Fleet, browser: Any, l
     browser.get(link)
     assert "token=" not in browser.current_url  # the script dropped it; the cookie stays
     browser.find_element(By.NAME, "label").send_keys(f"case={case}")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    rows = browser.find_elements(By.CSS_SELECTOR, "#tenants tbody tr")
-    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [t]
-    assert f"case={case}" in rows[0].text and "running" in rows[0].text
+    _click(browser, "form.filters button")
 
-    rows[0].find_element(By.TAG_NAME, "a").click()
-    _wait(lambda: "waiting" in _text(browser, "#runs"), what="the research run to wait")
+    def tenants() -> list[str]:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#tenants tbody tr")
+        return [r.find_element(By.TAG_NAME, "a").text for r in rows]
+
+    _reads(tenants, [t], what="the tenants with the label")
+    row = "#tenants tbody tr:first-child"
+    _reads(lambda: f"case={case}" in _text(browser, row), True, what="the row's label")
+    _reads(lambda: "running" in _text(browser, row), True, what="the row's state")
+
+    _click(browser, f"{row} a")
+    _reads(lambda: "waiting" in _text(browser, "#runs"), True, what="the research run to wait")
     Select(browser.find_element(By.NAME, "status")).select_by_value("waiting")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    ids = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#runs tbody td:first-child a")]
-    assert ids == ["asks"]
+    _click(browser, "form.filters button")
+
+    def run_ids() -> list[str]:
+        links = browser.find_elements(By.CSS_SELECTOR, "#runs tbody td:first-child a")
+        return [a.text for a in links]
+
+    _reads(run_ids, ["asks"], what="the waiting runs")
 
     # Hostile content is shown as text: nothing runs, no element is injected.
     browser.get(f"{base}/t/{t}/runs/hostile")
@@ -158,7 +199,8 @@ def test_tenants_runs_and_a_signal_from_the_run_page(run: Fleet, browser: Any, l
 
     # The waiting run: its timeline ends in an open signal wait; a signal from the page ends it.
     browser.get(f"{base}/t/{t}/runs/asks")
-    assert "approve" in _text(browser, "#timeline tr.signal.open")
+    # (the timeline refreshes itself every second while the run waits: read it again if stale)
+    _reads(lambda: "approve" in _text(browser, "#timeline tr.signal.open"), True, what="the wait")
     payload = browser.find_element(By.NAME, "payload")
     payload.clear()
     payload.send_keys('{"approved": true, "by": "the console"}')

@@ -65,3 +65,24 @@ def test_doctor_names_what_fails_and_how_to_fix_it(tenant_image: str, object_sto
     r = fleet("doctor", env={"FLEET_CONFIG": "", "FLEET_IMAGE": missing,
                              "FLEET_S3_BUCKET": bucket})  # fmt: skip
     assert r.code == 1 and "FAIL images:" in r.out and "(hint: " in r.out
+
+
+def test_doctor_fails_a_store_that_ignores_conditional_writes(tenant_image: str) -> None:
+    """The same check `fleet up` makes (preflight): a proxy that drops If-Match and
+    If-None-Match in front of a working store."""
+    from .moto_support import moto_s3
+    from .s3_proxy import ignoring_conditional_writes
+
+    with moto_s3("doctor") as s3, ignoring_conditional_writes(s3.endpoint) as proxy:
+        code, checks = _doctor(
+            FLEET_IMAGE=tenant_image,
+            FLEET_S3_ENDPOINT=proxy,
+            FLEET_S3_BUCKET=s3.bucket,
+            FLEET_S3_ACCESS_KEY_ID=s3.access_key_id,
+            FLEET_S3_SECRET_ACCESS_KEY=s3.secret_access_key,
+        )
+    assert code == 1
+    assert checks["bucket"]["status"] == "ok"
+    check = checks["conditional writes"]
+    assert check["status"] == "fail" and "does not honour conditional writes" in check["detail"]
+    assert "two hosts could both replicate" in check["hint"]

@@ -148,7 +148,9 @@ def test_pull_errors(s3: S3Settings, backed_up: tuple[str, list[str]], tmp_path:
         pull(s3, "no-backup-here", tmp_path / "x.db")
     with pytest.raises(InvalidArgument, match="timestamp"):
         pull(s3, tenant, tmp_path / "x.db", at="yesterday")
-    with pytest.raises(ObjectStoreError, match="restore failed"):
+    with pytest.raises(
+        ObjectStoreError, match=f"no backup of '{tenant}' as of 2000-01-01T00:00:00Z"
+    ):
         pull(s3, tenant, tmp_path / "x.db", at="2000-01-01T00:00:00Z")
     assert not (tmp_path / "x.db").exists()
 

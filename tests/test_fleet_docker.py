@@ -16,7 +16,7 @@ from fleet.storage.embedded import EmbeddedStore as ObjectStore
 from tests import docker_fixtures as _fixtures
 from tests.docker_fixtures import TEST_BUCKET
 
-from .fleet_support import Result, fleet, one_line_error
+from .fleet_support import Result, cli_env, fleet, one_line_error
 
 pytestmark = pytest.mark.docker
 
@@ -30,13 +30,7 @@ Fleet = Callable[..., Result]
 
 @pytest.fixture
 def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    return cli_env(tenant_image, TEST_BUCKET)
 
 
 @pytest.fixture

@@ -386,15 +386,9 @@ def fleet_env(tenant_image: str, object_store: Any) -> Iterator[dict[str, str]]:
     environment, as for the ``object_store`` fixture); tenants it saw are purged after."""
     from tests.docker_fixtures import TEST_BUCKET
 
-    from .fleet_support import fleet
+    from .fleet_support import cli_env, fleet
 
-    env = {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    env = cli_env(tenant_image, TEST_BUCKET)
     yield env
     listed = fleet("ls", "--json", env=env)
     for t in json.loads(listed.out) if listed.code == 0 else []:
@@ -588,6 +582,41 @@ def test_a_stopped_tenant_whose_key_was_replaced_starts_with_a_new_one(
     runs = json.loads(_ok(fleet("runs", t, "--json", env=fleet_env)).out)
     assert ran["id"] in {r["id"] for r in runs}  # the same volume
     _ok(fleet("run", t, "echo", "-i", '{"message": "more"}', "--wait", env=fleet_env))
+
+
+@pytest.mark.docker
+def test_parking_deletes_the_key_and_a_wake_gets_a_new_one(
+    fleet_env: dict[str, str], object_store: Any, docker_client: Any
+) -> None:
+    """No container holds a parked tenant's key: it is deleted, and not kept in the parking
+    record either; the woken tenant replicates with a new key of its own."""
+    from fleet.storage import manifests
+
+    from .fleet_support import fleet
+
+    admin = object_store.for_fleet()
+    t = _tenant()
+    _ok(fleet("up", t, env=fleet_env))
+    env = _container_env(docker_client, t)
+    key = _with_key(admin, (env["LITESTREAM_ACCESS_KEY_ID"], env["LITESTREAM_SECRET_ACCESS_KEY"]))
+    _ok(
+        fleet(
+            "run", t, "echo", "-i", '{"message": "kept"}', "--id", "kept", "--wait", env=fleet_env
+        )
+    )
+    _ok(fleet("park", t, env=fleet_env))
+    assert _status(key, "GET", lease_key(t)) == 403
+    record = json.dumps(manifests.read(admin, t).doc)
+    assert key.access_key_id not in record and key.secret_access_key not in record
+    _ok(fleet("wake", t, env=fleet_env))
+    env = _container_env(docker_client, t)
+    assert env["LITESTREAM_ACCESS_KEY_ID"] != key.access_key_id
+    new = _with_key(admin, (env["LITESTREAM_ACCESS_KEY_ID"], env["LITESTREAM_SECRET_ACCESS_KEY"]))
+    assert _status(new, "GET", lease_key(t)) == 200
+    done = _ok(fleet("run", t, "echo", "-i", '{"message": "more"}', "--wait", env=fleet_env))
+    assert "more" in done.out
+    runs = json.loads(_ok(fleet("runs", t, "--json", env=fleet_env)).out)
+    assert "kept" in {r["id"] for r in runs}
 
 
 @pytest.mark.docker

@@ -28,7 +28,7 @@ from fleet.supervisor.s3 import S3Settings
 from tests.docker_fixtures import TEST_BUCKET
 from tests.test_fleet_docker import _ok
 
-from .fleet_support import FLEET, Result, fleet, one_line_error
+from .fleet_support import FLEET, Result, cli_env, fleet, one_line_error
 
 pytestmark = pytest.mark.docker
 
@@ -37,13 +37,7 @@ Fleet = Callable[..., Result]
 
 @pytest.fixture
 def env(tenant_image: str, object_store: ObjectStore) -> dict[str, str]:
-    return {
-        "FLEET_IMAGE": tenant_image,
-        "FLEET_S3_BUCKET": TEST_BUCKET,
-        "FLEET_HEALTH_TIMEOUT": "90",
-        "FLEET_CONFIG": "",
-        "COLUMNS": "250",
-    }
+    return cli_env(tenant_image, TEST_BUCKET)
 
 
 @pytest.fixture
@@ -151,7 +145,7 @@ def _wait_status(run: Fleet, tenant: str, run_id: str, status: str, timeout: flo
 
 
 def test_fork_at_a_time_between_two_runs(
-    run: Fleet, object_store: ObjectStore, docker_client: Any
+    run: Fleet, object_store: ObjectStore, docker_client: Any, tmp_path: Path
 ) -> None:
     src, new, latest = _name("fsrc"), _name("fnew"), _name("flat")
     case = _name("case")
@@ -212,6 +206,11 @@ def test_fork_at_a_time_between_two_runs(
 
     refused = run("fork", src, new)
     assert refused.code == 2 and "exists" in one_line_error(refused)
+    # A time before its first backup: one line saying so (exit 5), for fork and pull alike.
+    for argv in (["fork", src, _name("fold")], ["pull", src, "-o", str(tmp_path / "early.db")]):
+        before = run(*argv, "--at", "2020-01-01T00:00:00Z")
+        err = one_line_error(before)
+        assert before.code == 5 and f"no backup of {src!r} as of 2020-01-01T00:00:00Z" in err, err
     missing = run("fork", _name("nosuch"), _name("fx"))
     assert missing.code in (3, 5) and one_line_error(missing)
 

@@ -35,6 +35,15 @@ def _runs(run: Fleet, tenant: str) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in json.loads(ok(run("runs", tenant, "--json")).out)}
 
 
+def _status(run: Fleet, tenant: str, run_id: str) -> str:
+    """The run's status, or the error while the tenant is between states (the gateway may be
+    creating its container as `fleet runs` looks it up): polled, so a transient error retries."""
+    r = run("runs", tenant, "--json")
+    if r.code != 0:
+        return f"error: {r.err.strip()}"
+    return str({x["id"]: x for x in json.loads(r.out)}[run_id]["status"])
+
+
 def _volumes(docker_client: Any, tenant: str) -> list[str]:
     return [v.name for v in docker_client.volumes.list(filters={"name": f"litefleet-{tenant}-"})]
 
@@ -143,7 +152,7 @@ def test_durable_sleep_parked_mid_sleep_completes_on_time(
     assert _containers(docker_client, t) == []
     # No request from here on: the gateway wakes it for the timer by itself.
     wait_until(lambda: 'reason="timer"' in gateway.metrics(), 40, "woken for the timer")
-    wait_until(lambda: _runs(run, t)["nap"]["status"] == "completed", 40, "the run completes")
+    wait_until(lambda: _status(run, t, "nap") == "completed", 40, "the run completes")
     done = _runs(run, t)["nap"]
     lateness = _epoch(done["updated_at"]) - _epoch(wake_at)
     assert lateness < 10, lateness

@@ -131,3 +131,65 @@ def test_where_a_task_runs() -> None:
     place = task_place(task, nodes)
     assert (place.node, place.address, place.state) == ("one", "10.0.0.1", "running")
     assert current_task([tasks[0]]) is None
+
+
+def test_a_service_gives_back_the_spec_it_was_made_from() -> None:
+    """What wake, fork, deploy and migrate make a new service from: every setting label (TTL,
+    idle park, app, user labels), the app's environment, limits, template; nothing of the
+    placement's own and no secret."""
+    from fleet.core import names
+    from fleet.core.hosting import Tenant
+    from fleet.engine.swarm_hosting import spec_of_service
+
+    labels = {
+        "litefleet.label.team": "red",
+        names.LABEL_TTL: "2h",
+        names.LABEL_IDLE_PARK: "10m",
+        names.LABEL_APP: "my_agent",
+    }
+    spec = TenantSpec(
+        tenant="alice",
+        image="litefleet/tenant:0.1.0",
+        token=TOKEN,
+        app="my_agent",
+        memory="512m",
+        cpus=1.5,
+        env={"APP_SETTING": "x"},
+        labels=labels,
+        s3=S3Settings("http://s3.internal:9000", "b", "us-east-1", "key-id", S3_SECRET),
+        template="research",
+        template_version="3",
+    )
+    args = service_args(spec, Placement("sha256:" + "a" * 64, "s", "s", 30007, "edge-1", KEY))
+    handle = {"Spec": {"Labels": args["labels"], "TaskTemplate": args["task_template"]}}
+    t = Tenant(
+        name="alice", host="edge-1", state="running", health="healthy", created_at=0.0,
+        labels={"team": "red"}, ttl="2h", expires_at=None, app="my_agent",
+        backend=names.BACKEND_SQLITE, image=spec.image, template="research",
+        template_version="3", handle=handle,
+    )  # fmt: skip
+    back = spec_of_service(t, TOKEN)
+    assert dict(back.labels) == labels
+    assert dict(back.env) == {"APP_SETTING": "x"}
+    assert (back.memory, back.cpus, back.app) == ("512m", 1.5, "my_agent")
+    assert (back.template, back.template_version, back.token) == ("research", "3", TOKEN)
+    assert back.s3 is None and back.db_url is None
+    assert back.engine_labels().items() <= args["labels"].items()  # the same service again
+
+
+def test_a_service_reads_as_a_tenant_with_its_settings() -> None:
+    """`fleet ls` and the gateway read a Swarm tenant from its service: the TTL, the idle park
+    (what the gateway parks by) and the user labels come from the service's labels."""
+    from fleet.core import names
+    from fleet.engine.swarm_hosting import tenant_of
+
+    labels = {names.LABEL_TTL: "2h", names.LABEL_IDLE_PARK: "10m", "litefleet.label.team": "red"}
+    spec = TenantSpec(tenant="alice", image="litefleet/tenant:0.1.0", token=TOKEN, labels=labels)
+    args = service_args(spec, Placement("sha256:" + "a" * 64, "s", "s", 30007, None, KEY))
+    service = {
+        "Spec": {"Name": args["name"], "Labels": args["labels"], "Mode": args["mode"]},
+        "CreatedAt": "2026-11-29T06:00:00.5Z",
+    }
+    t = tenant_of(service, [], {}, {})
+    assert (t.name, t.ttl, t.idle_park, t.labels) == ("alice", "2h", "10m", {"team": "red"})
+    assert t.state == "restarting" and t.image == "litefleet/tenant:0.1.0"  # no task yet

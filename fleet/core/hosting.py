@@ -135,6 +135,21 @@ class TenantSpec:
         return labels
 
 
+def settings_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The fleet's labels a tenant was created with (app, backend, TTL, idle park, user
+    labels, ...) read back from its container or service: ``TenantSpec.labels``, without the
+    ones ``engine_labels()`` adds itself and without a placement's own (``placement``)."""
+    own = {
+        names.LABEL_ROLE,
+        names.LABEL_TENANT,
+        names.LABEL_MANAGED,
+        names.LABEL_EGRESS,
+        names.LABEL_DOWN_SIGNAL,
+    }
+    own |= names.TEMPLATE_LABELS  # TenantSpec fields, or inherited from a template's image
+    return {k: v for k, v in labels.items() if k.startswith(names.LABEL_PREFIX) and k not in own}
+
+
 def replica_environment(s3: S3Settings) -> dict[str, str]:
     """What Litestream and the lease keeper read in a tenant container."""
     return {

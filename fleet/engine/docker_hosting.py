@@ -28,6 +28,7 @@ from fleet.core.hosting import (
     TenantSpec,
     Transfer,
     TransferProgress,
+    settings_labels,
 )
 from fleet.core.log import log
 from fleet.core.names import NETWORK as NETWORK_NAME
@@ -219,7 +220,7 @@ class DockerHosting:
             memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
             cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
             env={k: v for k, v in env.items() if not names.reserved_env(k) and k not in image_env},
-            labels=_settings_labels(attrs["Config"].get("Labels") or {}),
+            labels=settings_labels(attrs["Config"].get("Labels") or {}),
             db_url=env.get(names.ENV_DB) if t.backend == names.BACKEND_POSTGRES else None,
             db_password=env.get(names.ENV_PGPASSWORD),
             template=t.template,
@@ -351,20 +352,6 @@ def tenant_of(host: str, c: Any) -> Tenant:
         started_at=epoch_of(state["StartedAt"]) if running and state.get("StartedAt") else None,
         handle=c,
     )
-
-
-def _settings_labels(labels: dict[str, str]) -> dict[str, str]:
-    """The fleet's labels a tenant was created with (app, backend, TTL, user labels, ...),
-    without the ones TenantSpec.engine_labels() adds itself."""
-    own = {
-        names.LABEL_ROLE,
-        names.LABEL_TENANT,
-        names.LABEL_MANAGED,
-        names.LABEL_EGRESS,
-        names.LABEL_DOWN_SIGNAL,
-    }
-    own |= names.TEMPLATE_LABELS  # TenantSpec fields, or inherited from a template's image
-    return {k: v for k, v in labels.items() if k.startswith(names.LABEL_PREFIX) and k not in own}
 
 
 def _refuse_existing(client: Any, name: str) -> None:

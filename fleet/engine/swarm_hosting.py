@@ -37,6 +37,7 @@ from fleet.core.hosting import (
     TenantSpec,
     Transfer,
     TransferProgress,
+    settings_labels,
 )
 from fleet.core.log import log
 
@@ -501,6 +502,7 @@ def tenant_of(
         app=labels.get(names.LABEL_APP, "?"),
         backend=labels.get(names.LABEL_BACKEND, names.BACKEND_SQLITE),
         image=labels.get(LABEL_IMAGE, "?"),
+        database=labels.get(names.LABEL_DATABASE),
         template=labels.get(names.LABEL_TEMPLATE),
         template_version=labels.get(names.LABEL_TEMPLATE_VERSION),
         port=int(labels[LABEL_PORT]) if state == "running" and LABEL_PORT in labels else None,
@@ -509,6 +511,7 @@ def tenant_of(
         id=str(
             ((task or {}).get("Status", {}).get("ContainerStatus") or {}).get("ContainerID", "")
         ),
+        idle_park=labels.get(names.LABEL_IDLE_PARK),  # the gateway parks it after that long idle
         handle=dict(service),
         address=place.address if place and place.address else "127.0.0.1",
     )
@@ -526,12 +529,16 @@ def _state(replicas: int, task_state: str | None) -> tuple[str, str]:
 
 
 def spec_of_service(t: Tenant, token: str) -> TenantSpec:
+    """What the service was made from, for a new one (wake, fork, deploy, migrate): its limits,
+    the app's environment, every setting label (TTL, idle park, app, user labels), its
+    template and database. The S3 key stays out: a new task gets a key of its own."""
     spec = t.handle["Spec"]
     container = spec["TaskTemplate"]["ContainerSpec"]
     env = dict(e.partition("=")[::2] for e in container.get("Env") or [])
     limits = (spec["TaskTemplate"].get("Resources") or {}).get("Limits") or {}
     memory = int(limits.get("MemoryBytes") or 0)
     nano = int(limits.get("NanoCPUs") or 0)
+    labels = settings_labels(spec.get("Labels") or {})
     return TenantSpec(
         tenant=t.name,
         image=t.image,
@@ -539,12 +546,13 @@ def spec_of_service(t: Tenant, token: str) -> TenantSpec:
         app=t.app,
         memory=f"{memory // (1 << 20)}m" if memory else names.DEFAULT_MEMORY,
         cpus=nano / 1e9 if nano else names.DEFAULT_CPUS,
-        env={k: v for k, v in env.items() if k not in names.RESERVED_ENV and
-             not k.startswith("AGENT_RUNTIME_TOKEN")},  # the token's file too
-        labels=names.engine_labels(t.labels),
+        env={k: v for k, v in env.items() if not names.reserved_env(k)},
+        labels={k: v for k, v in labels.items() if k not in (LABEL_PORT, LABEL_IMAGE)},
+        db_url=env.get(names.ENV_DB) if t.backend == names.BACKEND_POSTGRES else None,
+        db_password=env.get(names.ENV_PGPASSWORD),
         template=t.template,
         template_version=t.template_version,
-    )  # fmt: skip
+    )
 
 
 def _epoch(docker_time: str) -> float:

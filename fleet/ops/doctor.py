@@ -17,7 +17,7 @@ from fleet.core.context import Fleet
 from fleet.core.errors import FleetError, translate
 from fleet.engine.engine_facts import EngineFacts, engine_facts
 from fleet.engine.hosts import Host
-from fleet.storage.preflight import check_tenant_credentials
+from fleet.storage.preflight import check_conditional_writes, check_tenant_credentials
 from fleet.storage.store_checks import store_facts
 from fleet.supervisor.s3 import S3Settings
 
@@ -113,7 +113,7 @@ def _store_checks(fleet: Fleet) -> list[Check]:
         checks.append(Check("bucket", FAIL, f"bucket {s3.bucket} does not exist", hint))
     else:
         checks.append(Check("bucket", OK, s3.bucket))
-        checks.append(_conditional(facts.conditional_writes))
+        checks.append(_conditional(s3))
     checks.append(_clock(facts.clock_offset_s))
     if fleet.settings.s3_credentials == "iam":
         checks.append(_tenant_credentials(s3, fleet.storage.iam_endpoint()))
@@ -129,11 +129,13 @@ def _tenant_credentials(s3: S3Settings, iam_endpoint: str | None) -> Check:
     return Check("tenant credentials", OK, "a per-tenant key can be made (IAM)")
 
 
-def _conditional(honoured: bool | None) -> Check:
-    if honoured:
-        return Check("conditional writes", OK, "If-None-Match honoured")
-    hint = "use a store that supports conditional writes (AWS S3, MinIO, R2)"
-    return Check("conditional writes", FAIL, "If-None-Match ignored: leases are unsafe", hint)
+def _conditional(s3: S3Settings) -> Check:
+    """The check `fleet up` makes: a stale If-Match and If-None-Match: * are both refused."""
+    try:
+        check_conditional_writes(s3)
+    except FleetError as exc:
+        return Check("conditional writes", FAIL, exc.message, exc.hint or "")
+    return Check("conditional writes", OK, "If-None-Match and If-Match honoured")
 
 
 def _clock(offset: float | None) -> Check:

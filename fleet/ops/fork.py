@@ -30,14 +30,12 @@ from fleet.core import names
 from fleet.core.context import Fleet
 from fleet.core.errors import (
     BackupNotFound,
-    FleetError,
     InvalidArgument,
-    ObjectStoreError,
     TenantNotFound,
 )
 from fleet.core.hosting import Placing, Tenant, TransferProgress
 from fleet.storage.backups import backup_state, purge, txid_time
-from fleet.storage.litestream import parse_timestamp, restore_copy, seed_backup
+from fleet.storage.litestream import parse_timestamp, restore_copy, seed_backup, shown_timestamp
 
 from .park import parked_spec
 from .restore import restore_volume
@@ -105,7 +103,7 @@ def fork(
         source=src,
         tenant=created,
         txid=txid,
-        at=_shown(stamp) if stamp else _replicated_at(txid_time(s3, src, txid)),
+        at=shown_timestamp(stamp) if stamp else _replicated_at(txid_time(s3, src, txid)),
         restore_s=restore_s,
         total_s=time.monotonic() - t0,
     )
@@ -144,17 +142,7 @@ def _options(
 
 
 def _restore(fleet: Fleet, src: str, new: str, host: str, image: str, stamp: str | None) -> int:
-    try:
-        return restore_volume(fleet, new, host, image, stamp, backup_of=src)
-    except ObjectStoreError:
-        raise
-    except FleetError as exc:
-        if stamp and "restore plan" in exc.message:  # nothing replicated by then
-            raise ObjectStoreError(
-                f"no backup of {src!r} as of {_shown(stamp)}",
-                "pick a later --at (`fleet pull --at` shows what a time holds)",
-            ) from None
-        raise
+    return restore_volume(fleet, new, host, image, stamp, backup_of=src)
 
 
 def _seeded(fleet: Fleet, src: str, new: str, stamp: str | None) -> int:
@@ -163,15 +151,7 @@ def _seeded(fleet: Fleet, src: str, new: str, stamp: str | None) -> int:
     s3 = fleet.storage.for_fleet()
     with tempfile.TemporaryDirectory(prefix=".fleet-fork-") as tmp:
         copy = Path(tmp, "tenant.db")
-        try:
-            txid = restore_copy(s3, src, copy, stamp)
-        except ObjectStoreError as exc:
-            if stamp and "restore plan" in exc.message:  # nothing replicated by then
-                raise ObjectStoreError(
-                    f"no backup of {src!r} as of {_shown(stamp)}",
-                    "pick a later --at (`fleet pull --at` shows what a time holds)",
-                ) from None
-            raise
+        txid = restore_copy(s3, src, copy, stamp)
         try:
             seed_backup(s3, new, copy)
         except BaseException:
@@ -193,17 +173,14 @@ def _wait_for(stamp: str) -> None:
     """Let a TIME just ahead pass (plus the uploads in flight then); refuse one far ahead."""
     ahead = datetime.fromisoformat(stamp).timestamp() - time.time()
     if ahead > MAX_AHEAD_S:
-        raise InvalidArgument(f"--at {_shown(stamp)} is in the future", "omit --at for now")
+        raise InvalidArgument(
+            f"--at {shown_timestamp(stamp)} is in the future", "omit --at for now"
+        )
     if ahead + SETTLE_S > 0:
         time.sleep(ahead + SETTLE_S)
-
-
-def _shown(stamp: str) -> str:
-    """Litestream's ``...T07:00:00.000000Z`` as ``...T07:00:00Z`` (fractions kept if any)."""
-    return stamp.replace(".000000Z", "Z")
 
 
 def _replicated_at(when: datetime | None) -> str:
     if when is None:
         return "the newest replicated state"
-    return _shown(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return shown_timestamp(when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))

@@ -14,6 +14,7 @@ volume holds nothing the backup lacks (the same check as `fleet migrate`).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
     _refuse_unchecked_volume(fleet, t)
     _settle(t)
     activity = _activity(t)
-    settings, secrets = spec_to_json(fleet.hosting.spec_of(t))
+    # Without its S3 key: a woken tenant gets a new one, and this one is revoked once parked.
+    settings, secrets = spec_to_json(dataclasses.replace(fleet.hosting.spec_of(t), s3=None))
     record = {"spec": settings, "secrets": secrets, "host": t.host, "since": time.time()}
     _set(fleet, tenant, names.STATE_PARKING, record)
     if idle_for is not None:
@@ -107,9 +109,20 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
     fleet.hosting.remove_volume(tenant, t.host)
     interrupted = int(activity.get("executing", 0)) + int(activity.get("pending", 0))
     record.update(parked_at=time.time(), next_wake_at=deadline, interrupted_runs=interrupted)
+    _revoke_key(fleet, tenant)  # while still "parking": no wake issues a new key meanwhile
     _set(fleet, tenant, names.STATE_PARKED, record)
     log.info("parked", tenant=tenant, host=t.host, next_wake_at=deadline)
     return ParkResult(tenant, t.host, deadline, time.monotonic() - t0, interrupted)
+
+
+def _revoke_key(fleet: Fleet, tenant: str) -> None:
+    """No container holds the tenant's own S3 key any more: delete it rather than leave a
+    working credential behind for the whole time it is parked (a wake issues a new one). A
+    failure leaves the tenant parked: the key goes at its next wake or `fleet rm --purge`."""
+    try:
+        fleet.storage.forget_tenant(tenant)
+    except FleetError as exc:
+        log.warning("parked; its old key is not deleted yet", tenant=tenant, error=exc)
 
 
 def _refuse_unchecked_volume(fleet: Fleet, t: Tenant) -> None:

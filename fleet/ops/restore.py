@@ -31,11 +31,16 @@ from datetime import datetime
 
 from fleet.core import names
 from fleet.core.context import Fleet
-from fleet.core.errors import BackupNotFound, InvalidArgument
+from fleet.core.errors import BackupNotFound, FleetError, InvalidArgument
 from fleet.core.hosting import OneOff, Placing, Tenant, Transfer, TransferProgress
 from fleet.core.log import log
 from fleet.storage.backups import archive, backup_state, txid_time
-from fleet.storage.litestream import parse_timestamp, restored_txid
+from fleet.storage.litestream import (
+    no_backup_as_of,
+    nothing_by_then,
+    parse_timestamp,
+    restored_txid,
+)
 
 from .tenants import TenantOptions, claim_and_copy, create, with_template
 
@@ -182,14 +187,19 @@ def restore_volume(
     if stamp:
         argv += ["-timestamp", stamp]
     argv.append(names.DB_PATH)
-    if backup_of is None:
-        # The tenant's own key (read is all it needs here); the container made next gets it too.
-        job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
-        return restored_txid(fleet.hosting.run_oneoff(host, job))
-    # Another tenant's backup: a key that only reads it, deleted once the job is done.
-    with fleet.storage.reader_of(backup_of) as reader:
-        job = OneOff(tenant, image, reader, argv, replica=backup_of)
-        return restored_txid(fleet.hosting.run_oneoff(host, job))
+    try:
+        if backup_of is None:
+            # The tenant's own key (read is all it needs); the container made next gets it too.
+            job = OneOff(tenant, image, fleet.storage.for_tenant(tenant), argv)
+            return restored_txid(fleet.hosting.run_oneoff(host, job))
+        # Another tenant's backup: a key that only reads it, deleted once the job is done.
+        with fleet.storage.reader_of(backup_of) as reader:
+            job = OneOff(tenant, image, reader, argv, replica=backup_of)
+            return restored_txid(fleet.hosting.run_oneoff(host, job))
+    except FleetError as exc:
+        if stamp and nothing_by_then(exc.message):
+            raise no_backup_as_of(backup_of or tenant, stamp) from None
+        raise
 
 
 def _remove_stale(fleet: Fleet, stale: list[Tenant]) -> list[str]:

@@ -34,6 +34,27 @@ def parse_timestamp(text: str) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def shown_timestamp(stamp: str) -> str:
+    """Litestream's ``...T07:00:00.000000Z`` as ``...T07:00:00Z`` (fractions kept if any)."""
+    return stamp.replace(".000000Z", "Z")
+
+
+# What ``litestream restore -timestamp`` says when nothing was replicated by then (0.5.x;
+# older releases: "cannot find restore plan").
+_NOTHING_BY_THEN = ("no matching backup files available", "restore plan")
+
+
+def nothing_by_then(error: str) -> bool:
+    return any(marker in error for marker in _NOTHING_BY_THEN)
+
+
+def no_backup_as_of(tenant: str, stamp: str) -> ObjectStoreError:
+    return ObjectStoreError(
+        f"no backup of {tenant!r} as of {shown_timestamp(stamp)}",
+        f"pick a later --at (`fleet pull {tenant} --at TIME` shows what a time holds)",
+    )
+
+
 def litestream_binary() -> str:
     venv = Path(sys.executable).with_name("litestream")
     found = str(venv) if venv.exists() else shutil.which("litestream")
@@ -70,6 +91,8 @@ def restore_copy(s3: S3Settings, tenant: str, out: Path, timestamp: str | None =
         cmd, env=_env(s3, out.parent), capture_output=True, text=True, timeout=600
     )
     if proc.returncode != 0 or not out.exists():
+        if timestamp and nothing_by_then(proc.stderr):
+            raise no_backup_as_of(tenant, timestamp)
         raise ObjectStoreError(f"litestream restore failed: {last_error(proc.stderr)}")
     return restored_txid(proc.stdout)
 

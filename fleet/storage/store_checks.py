@@ -1,11 +1,10 @@
-"""What `fleet doctor` asks the object store: the bucket exists, a conditional write is
-honoured (the lease and the manifests depend on If-None-Match), and this host's clock offset
-from the store's ``Date`` header (a lease expires by the clocks of the hosts that hold it)."""
+"""What `fleet doctor` asks the object store beyond the checks every tenant creation makes
+(preflight.py): the bucket exists, and this host's clock offset from the store's ``Date``
+header (a lease expires by the clocks of the hosts that hold it)."""
 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -14,14 +13,11 @@ from fleet.supervisor.s3 import S3Settings
 
 from .s3 import client
 
-DOCTOR_PREFIX = "doctor/"  # the fleet's own key writes here, and removes what it wrote
-
 
 @dataclass(frozen=True)
 class StoreFacts:
     bucket_exists: bool
     clock_offset_s: float | None  # this host minus the store; None: no Date header
-    conditional_writes: bool | None = None  # None: not tried (no bucket)
 
 
 def _error_code(exc: Exception) -> str:
@@ -37,22 +33,6 @@ def _offset(response: dict[str, Any], sent: float, received: float) -> float | N
     return (sent + received) / 2 - (parsedate_to_datetime(date).timestamp() + 0.5)
 
 
-def conditional_write_honoured(s3c: Any, bucket: str) -> bool:
-    """Create a key with If-None-Match: *, then again: the second must be refused (412)."""
-    key = f"{DOCTOR_PREFIX}{uuid.uuid4().hex}"
-    try:
-        s3c.put_object(Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")
-        try:
-            s3c.put_object(Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*")
-        except Exception as exc:
-            if _error_code(exc) in ("PreconditionFailed", "412"):
-                return True
-            raise
-        return False
-    finally:
-        s3c.delete_object(Bucket=bucket, Key=key)
-
-
 def store_facts(s3: S3Settings) -> StoreFacts:
     """Ask the store; its errors (unreachable, refused) propagate for the caller to report."""
     s3c = client(s3, read_timeout=10)
@@ -65,4 +45,4 @@ def store_facts(s3: S3Settings) -> StoreFacts:
         listing = s3c.list_buckets()  # any signed answer carries the Date header
         return StoreFacts(False, _offset(listing, sent, time.time()))
     offset = _offset(head, sent, time.time())
-    return StoreFacts(True, offset, conditional_write_honoured(s3c, s3.bucket))
+    return StoreFacts(True, offset)

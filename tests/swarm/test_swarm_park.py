@@ -37,9 +37,11 @@ def test_park_and_wake_a_running_tenant_refuse_a_stopped_one(
 
     env = swarm_env
     t = new_tenant()
-    _ok(fleet("up", t, env=env))
+    _ok(fleet("up", t, "--ttl", "2h", "--idle-park", "10m", "--label", "team=red", env=env))
     _ok(fleet("run", t, "echo", "-i", '{"message": "kept"}', "--id", "kept", "--wait", env=env))
     token = _ok(fleet("token", t, env=env)).out.strip()
+    settings = {k: _row(env, t)[k] for k in ("ttl", "idle_park", "labels")}
+    assert settings == {"ttl": "2h", "idle_park": "10m", "labels": {"team": "red"}}
 
     _ok(fleet("park", t, env=env))
     assert _row(env, t)["state"] == "parked"
@@ -52,6 +54,7 @@ def test_park_and_wake_a_running_tenant_refuse_a_stopped_one(
 
     _ok(fleet("wake", t, env=env))
     assert _row(env, t)["state"] == "running"
+    assert {k: _row(env, t)[k] for k in settings} == settings  # made again from its manifest
     assert _ok(fleet("token", t, env=env)).out.strip() == token
     runs = json.loads(_ok(fleet("runs", t, "--json", env=env)).out)
     assert [r["id"] for r in runs] == ["kept"]
