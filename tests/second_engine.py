@@ -138,7 +138,11 @@ class SecondEngine:
             _stop(self.pidfile)
         _ip("link", "set", self.bridge, "down")
         _ip("link", "delete", self.bridge)
-        subprocess.run(["umount", "-R", str(self.root)], capture_output=True, check=False)
+        # What dockerd left mounted under its root (after a restart: the netns bind mount);
+        # the root itself is no mount point, so `umount -R root` would not reach them.
+        inside = [m.split()[1] for m in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in inside if m.startswith(f"{self.root}/")), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
