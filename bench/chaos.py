@@ -503,6 +503,7 @@ def main() -> int:
         print("chaos: needs root (iptables, a second dockerd)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)  # also when started with SIGINT ignored (`&`)
     t0, bench = time.time(), Bench()
     workdir = Path(f"/tmp/lf-chaos-{uuid.uuid4().hex[:6]}")
     workdir.mkdir()
@@ -538,4 +539,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the `finally` blocks have removed what it made
+        print("chaos: interrupted; its tenants, store, firewall rule and engine are removed",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
