@@ -57,6 +57,20 @@ class Tenant:
             timeout=10.0,
         )
 
+    def submit(self, workflow: str, inp: dict[str, Any]) -> str:
+        """Start a run (201 expected); its id."""
+        with self.http() as http:
+            r = http.post("/v1/runs", json={"workflow": workflow, "input": inp})
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        with self.http() as http:
+            got: list[dict[str, Any]] = (
+                http.get(f"/v1/runs/{run_id}/events").raise_for_status().json()["events"]
+            )
+            return got
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:

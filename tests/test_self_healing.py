@@ -60,26 +60,11 @@ def tenants(docker_client: Any, tenant_image: str, store: OwnStore) -> Iterator[
     t.cleanup()
 
 
-def submit(tenant: Tenant, workflow: str, inp: dict[str, Any]) -> str:
-    with tenant.http() as http:
-        r = http.post("/v1/runs", json={"workflow": workflow, "input": inp})
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-
-def events(tenant: Tenant, run_id: str) -> list[dict[str, Any]]:
-    with tenant.http() as http:
-        got: list[dict[str, Any]] = (
-            http.get(f"/v1/runs/{run_id}/events").raise_for_status().json()["events"]
-        )
-        return got
-
-
 def completed_steps(tenant: Tenant, run_id: str) -> list[tuple[int, float]]:
     """(position, unix time) of each step_completed event of the run."""
     return [
         (int(e["position"]), datetime.fromisoformat(e["at"]).timestamp())
-        for e in events(tenant, run_id)
+        for e in tenant.events(run_id)
         if e["kind"] == "step_completed"
     ]
 
@@ -145,7 +130,7 @@ def test_an_unreachable_store_costs_no_tenant(
 ) -> None:
     case = uuid.uuid4().hex[:8]
     tenant = tenants.start("healing_app.py", lease_ttl=TTL, labels={"litefleet.label.case": case})
-    long_run = submit(tenant, "ticks", {"n": 150, "pause": 0.2})
+    long_run = tenant.submit("ticks", {"n": 150, "pause": 0.2})
     until(lambda: len(completed_steps(tenant, long_run)) >= 3, 30, "steps before the outage")
     until(lambda: state_of(tenant.container)["replication"] == "running", 30, "replicating")
     before = started(tenant.container)
@@ -212,7 +197,7 @@ def test_a_lease_taken_over_during_an_outage_stops_the_tenant_for_good(
     tenants: Tenants, store: OwnStore
 ) -> None:
     tenant = tenants.start("healing_app.py", lease_ttl=TTL)
-    run_id = submit(tenant, "ticks", {"n": 5, "pause": 0.1})
+    run_id = tenant.submit("ticks", {"n": 5, "pause": 0.1})
     with tenant.http() as http:
         wait_run(http, run_id)
     until(lambda: state_of(tenant.container)["replication"] == "running", 30, "replicating")
@@ -250,7 +235,7 @@ def test_a_killed_process_brings_the_tenant_back(
     """kill -9 of the runtime or the keeper (PID 1): the engine restarts the container with
     backoff, the run continues where it was, no step recorded twice."""
     tenant = tenants.start("healing_app.py")
-    run_id = submit(tenant, "ticks", {"n": 40, "pause": 0.1})
+    run_id = tenant.submit("ticks", {"n": 40, "pause": 0.1})
     until(lambda: len(completed_steps(tenant, run_id)) >= 5, 30, "steps before the kill")
     _, restarts = started(tenant.container)
     os.kill(host_pids(tenant.container)[victim], signal.SIGKILL)
@@ -276,7 +261,7 @@ def test_a_killed_litestream_is_restarted_in_place(
           30, "Litestream restarted")  # fmt: skip
     assert started(tenant.container) == before  # the runtime kept running
     assert host_pids(tenant.container)["runtime"] == pids["runtime"]
-    run_id = submit(tenant, "ticks", {"n": 3, "pause": 0})
+    run_id = tenant.submit("ticks", {"n": 3, "pause": 0})
     with tenant.http() as http:
         wait_run(http, run_id)
     out = tmp_path / "after.db"
@@ -293,7 +278,7 @@ def test_a_killed_litestream_is_restarted_in_place(
 def test_the_oom_killer_costs_a_restart_not_the_run(tenants: Tenants) -> None:
     tenant = tenants.start("healing_app.py", memory="160m")
     _, restarts = started(tenant.container)
-    run_id = submit(tenant, "hog", {"mb": 400})
+    run_id = tenant.submit("hog", {"mb": 400})
     until(lambda: started(tenant.container)[1] > restarts, 60, "restarted after the OOM kill")
     wait_healthy(tenant, timeout=90)
     with tenant.http() as http:
@@ -330,7 +315,7 @@ def test_docker_kill_is_a_manual_stop_and_fleet_up_resumes(
     this for any policy; checked on 20.10). The tenant comes back at the next engine start
     (tests/test_engine_restart.py) or with `fleet up`, its runs continuing."""
     tenant = tenants.start("healing_app.py")
-    run_id = submit(tenant, "ticks", {"n": 30, "pause": 0.1})
+    run_id = tenant.submit("ticks", {"n": 30, "pause": 0.1})
     until(lambda: len(completed_steps(tenant, run_id)) >= 3, 30, "steps before the kill")
     tenant.container.kill()
     time.sleep(3)
@@ -350,14 +335,14 @@ def test_a_killed_runner_costs_nothing_and_the_tenant_still_stops_cleanly(
     needed to ask the runtime to drain. Without it the tenant runs on; a stop for good lets
     the runtime's lease gate lapse instead, makes the final sync and exits 0."""
     tenant = tenants.start("healing_app.py")
-    run_id = submit(tenant, "ticks", {"n": 2, "pause": 0})
+    run_id = tenant.submit("ticks", {"n": 2, "pause": 0})
     with tenant.http() as http:
         wait_run(http, run_id)
     before = started(tenant.container)
     os.kill(host_pids(tenant.container)["runner"], signal.SIGKILL)
     time.sleep(2)
     assert started(tenant.container) == before  # nothing restarted
-    more = submit(tenant, "ticks", {"n": 2, "pause": 0})
+    more = tenant.submit("ticks", {"n": 2, "pause": 0})
     with tenant.http() as http:
         assert wait_run(http, more)["status"] == "completed"
     tenant.container.kill(signal="SIGUSR1")  # what `fleet down` sends, then the engine's stop

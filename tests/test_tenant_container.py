@@ -27,21 +27,6 @@ pytestmark = pytest.mark.docker
 StartTenant = Callable[..., Tenant]
 
 
-def _submit(tenant: Tenant, workflow: str, inp: dict[str, Any]) -> str:
-    with tenant.http() as http:
-        r = http.post("/v1/runs", json={"workflow": workflow, "input": inp})
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-
-def _events(tenant: Tenant, run_id: str) -> list[dict[str, Any]]:
-    with tenant.http() as http:
-        events: list[dict[str, Any]] = (
-            http.get(f"/v1/runs/{run_id}/events").raise_for_status().json()["events"]
-        )
-        return events
-
-
 def _wait_replicated(
     store: ObjectStore, tenant: str, run_id: str, out: Path, timeout: float
 ) -> float:
@@ -78,7 +63,7 @@ def test_committed_run_reaches_object_storage_within_3s(
     start_tenant: StartTenant, object_store: ObjectStore, tmp_path: Path
 ) -> None:
     tenant = start_tenant()
-    run_id = _submit(tenant, "echo", {"message": "replicate me"})
+    run_id = tenant.submit("echo", {"message": "replicate me"})
     with tenant.http() as http:
         assert wait_run(http, run_id)["status"] == "completed"
     lag = _wait_replicated(object_store, tenant.name, run_id, tmp_path / "r.db", timeout=3.0)
@@ -91,10 +76,10 @@ def test_empty_volume_restores_from_replica(
     start_tenant: StartTenant, object_store: ObjectStore, docker_client: Any, tmp_path: Path
 ) -> None:
     first = start_tenant()
-    run_id = _submit(first, "steps", {"n": 3})
+    run_id = first.submit("steps", {"n": 3})
     with first.http() as http:
         done = wait_run(http, run_id)
-    history = _events(first, run_id)
+    history = first.events(run_id)
     assert done["result"] == 3 and len(history) >= 4
     _wait_replicated(object_store, first.name, run_id, tmp_path / "r.db", timeout=10.0)
     # SIGKILL and delete the volume: only the replica is left, no final sync helped.
@@ -106,7 +91,7 @@ def test_empty_volume_restores_from_replica(
     with second.http() as http:
         run = http.get(f"/v1/runs/{run_id}").raise_for_status().json()
     assert run["status"] == "completed" and run["result"] == 3
-    assert _events(second, run_id) == history
+    assert second.events(run_id) == history
     assert "restored" in second.container.logs().decode(errors="replace").lower()
 
 
@@ -114,7 +99,7 @@ def test_plain_litestream_restores_tenant(
     start_tenant: StartTenant, object_store: ObjectStore, tmp_path: Path
 ) -> None:
     tenant = start_tenant()
-    ids = [_submit(tenant, "echo", {"message": f"m{i}"}) for i in range(5)]
+    ids = [tenant.submit("echo", {"message": f"m{i}"}) for i in range(5)]
     with tenant.http() as http:
         for run_id in ids:
             wait_run(http, run_id)
@@ -233,10 +218,10 @@ def test_container_is_hardened(start_tenant: StartTenant) -> None:
 def test_sigterm_mid_run_exits_cleanly_and_run_resumes(start_tenant: StartTenant) -> None:
     tenant = start_tenant()
     n = 8
-    run_id = _submit(tenant, "steps", {"n": n, "sleep": 0.5})
+    run_id = tenant.submit("steps", {"n": n, "sleep": 0.5})
     deadline = time.monotonic() + 20
     while True:
-        before = [e for e in _events(tenant, run_id) if e["kind"] == "step_completed"]
+        before = [e for e in tenant.events(run_id) if e["kind"] == "step_completed"]
         if len(before) >= 2:
             break
         assert time.monotonic() < deadline, "steps did not start"
@@ -259,7 +244,7 @@ def test_sigterm_mid_run_exits_cleanly_and_run_resumes(start_tenant: StartTenant
     with tenant.http() as http:
         run = wait_run(http, run_id)
     assert run["status"] == "completed" and run["result"] == n
-    after = [e for e in _events(tenant, run_id) if e["kind"] == "step_completed"]
+    after = [e for e in tenant.events(run_id) if e["kind"] == "step_completed"]
     # Every step ran exactly once: the steps done before SIGTERM kept their results.
     assert sorted(e["data"]["result"]["i"] for e in after) == list(range(n))
     for e in before:
