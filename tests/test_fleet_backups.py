@@ -4,10 +4,8 @@ list, pull (litestream restore), inspect, purge. No Docker needed."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,48 +16,18 @@ from fleet.core.errors import BackupNotFound, InvalidArgument, ObjectStoreError
 from fleet.ops.pull import pull
 from fleet.storage.backups import backup_state, purge
 from fleet.storage.litestream import litestream_binary
-from fleet.storage.s3 import client as s3_client
 from fleet.supervisor.s3 import S3Settings
 
-from .fleet_support import cli, free_port
+from .fleet_support import cli
+from .moto_support import clean_env, moto_s3
 
 BUCKET = "fleet-test"
 
 
-def _clean_env() -> dict[str, str]:
-    # Litestream 0.5.17 refuses to start its S3 client when AWS_CA_BUNDLE is set.
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Settings]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_clean_env(),
-    )
-    target = S3Settings(
-        endpoint=f"http://127.0.0.1:{port}",
-        bucket=BUCKET,
-        region="us-east-1",
-        access_key_id="test",
-        secret_access_key="test-secret",
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                s3_client(target).create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
+    with moto_s3(BUCKET) as target:
         yield target
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def _make_runs(db: Path, n: int) -> list[str]:
@@ -85,7 +53,7 @@ def _replicate(s3: S3Settings, tenant: str, db: Path) -> None:
         f"      region: {s3.region}\n      sync-interval: 100ms\n"
     )
     env = {
-        **_clean_env(),
+        **clean_env(),
         "LITESTREAM_ACCESS_KEY_ID": s3.access_key_id,
         "LITESTREAM_SECRET_ACCESS_KEY": s3.secret_access_key,
     }
