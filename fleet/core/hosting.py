@@ -138,7 +138,8 @@ class TenantSpec:
 def settings_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The fleet's labels a tenant was created with (app, backend, TTL, idle park, user
     labels, ...) read back from its container or service: ``TenantSpec.labels``, without the
-    ones ``engine_labels()`` adds itself and without a placement's own (``placement``)."""
+    ones ``engine_labels()`` adds itself (a placement's own, such as a Swarm service's port,
+    are for its hosting to drop)."""
     own = {
         names.LABEL_ROLE,
         names.LABEL_TENANT,

@@ -92,7 +92,7 @@ def fork(
     else:
         fleet.hosting.create_volume(new, target)
         try:
-            txid = _restore(fleet, src, new, target, image, stamp)
+            txid = restore_volume(fleet, new, target, image, stamp, backup_of=src)
             restore_s = time.monotonic() - r0
             created = create(fleet, new, options, host=target).tenant
         except BaseException:
@@ -139,10 +139,6 @@ def _options(
     if template is not None:
         options = replace(options, template=template, image=None, app=None)
     return with_template(fleet, options)
-
-
-def _restore(fleet: Fleet, src: str, new: str, host: str, image: str, stamp: str | None) -> int:
-    return restore_volume(fleet, new, host, image, stamp, backup_of=src)
 
 
 def _seeded(fleet: Fleet, src: str, new: str, stamp: str | None) -> int:
