@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fleet.supervisor import exits, lease
-from fleet.supervisor.keeper import EXIT_USAGE
+from fleet.supervisor.entrypoint import EXIT_USAGE
 from fleet.supervisor.s3 import S3Settings, sign_v4
 
 from .moto_support import moto_s3

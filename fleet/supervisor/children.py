@@ -66,12 +66,11 @@ class Replicator:
         self.pid: int | None = None
         self.ready = False
         self.paused = False
-        self.starts = 0
         self.ready_fd: int | None = None  # ours, while the first start prepares
 
     def start(self) -> None:
         self.paused = False
-        if self.starts > 0 and self.ready:
+        if self.ready:  # started before, and it prepared the database: a restart
             self.pid = spawn(self.again, self.env)
         elif self.ready_var is None:
             self.pid = spawn(self.first, self.env)
@@ -81,7 +80,6 @@ class Replicator:
             self.pid = spawn(self.first, {**self.env, self.ready_var: str(w)}, keep_fd=w)
             os.close(w)
             self.ready_fd = r
-        self.starts += 1
 
     def on_ready_fd(self) -> None:
         """The first start wrote on its pipe (ready) or closed it (it ended before)."""

@@ -17,7 +17,6 @@ import os
 
 from .s3 import S3Failure, S3Settings, request
 
-EXIT_UNSAFE_STORE = 78  # EX_CONFIG: the keeper refuses a store the lease cannot rely on
 REFUSED = (409, 412)
 
 

@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 
     from .restarts import RestartRecord
 
-EXIT_USAGE = 64
 RETRY_S = 1.0  # between failed renewals
 SAY_AGAIN_S = 30.0  # a failure that goes on is logged again this often
 MAX_BACKOFF_S = 30.0  # between restarts of a crashed Litestream
