@@ -31,6 +31,7 @@ from fleet.storage import manifests
 from fleet.storage.backups import backup_state
 from fleet.storage.final_sync import FinalSyncFailed
 from fleet.supervisor.litestream import max_txid, status_command
+from fleet.supervisor.s3 import S3Settings
 
 from .api import api
 from .tenants import find_or_none, stop
@@ -83,7 +84,8 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
     _settle(t)
     activity = _activity(t)
     # Without its S3 key: a woken tenant gets a new one, and this one is revoked once parked.
-    settings, secrets = spec_to_json(dataclasses.replace(fleet.hosting.spec_of(t), s3=None))
+    spec = fleet.hosting.spec_of(t)
+    settings, secrets = spec_to_json(dataclasses.replace(spec, s3=None))
     record = {"spec": settings, "secrets": secrets, "host": t.host, "since": time.time()}
     _set(fleet, tenant, names.STATE_PARKING, record)
     if idle_for is not None:
@@ -96,7 +98,7 @@ def park(fleet: Fleet, tenant: str, *, idle_for: float | None = None) -> ParkRes
         if t.running:
             stop(fleet, t)
         else:
-            deadline = _check_stopped_volume(fleet, t)
+            deadline = _check_stopped_volume(fleet, t, spec.s3)
     except FinalSyncFailed as exc:
         if t.running:  # as it was: running, its volume intact
             _resume(fleet, t)
@@ -183,14 +185,15 @@ def _resume(fleet: Fleet, t: Tenant) -> None:
     clear(fleet, t.name)
 
 
-def _check_stopped_volume(fleet: Fleet, t: Tenant) -> float | None:
+def _check_stopped_volume(fleet: Fleet, t: Tenant, held: S3Settings | None) -> float | None:
     """A stopped SQLite tenant: FinalSyncFailed unless the backup has every transaction of
-    its volume; returns the earliest durable deadline recorded in the volume."""
+    its volume; returns the earliest durable deadline recorded in the volume. ``held``: the
+    key its container holds, used for the check (a new key would revoke it, and _resume may
+    start that container again)."""
     if t.backend != names.BACKEND_SQLITE:
         return None
-    # The key its container holds: a new one would revoke it, and _resume may start it again.
-    held = fleet.hosting.spec_of(t).s3 or fleet.storage.for_tenant(t.name)
-    job = OneOff(t.name, t.image, held, status_command())
+    key = held or fleet.storage.for_tenant(t.name)
+    job = OneOff(t.name, t.image, key, status_command())
     local = max_txid(fleet.hosting.run_oneoff(t.host, job), "local_txid") or 0
     replicated = backup_state(fleet.storage.for_fleet(), t.name).txid
     if replicated < local:
